@@ -1,0 +1,3 @@
+from amtprep.cli import main
+
+raise SystemExit(main())

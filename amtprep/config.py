@@ -1,0 +1,77 @@
+"""Typed run configuration, built once by the CLI and passed down; library code reads no argv."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STAGES = ("midi", "text", "merge")
+MODES = ("process", "continue")
+
+
+def default_cache_dir() -> Path:
+    """Outside the output dir so ``--force_restart`` keeps it; overridable via AMTPREP_CACHE_DIR."""
+    env = os.environ.get("AMTPREP_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "amtprep"
+
+
+@dataclass
+class MidiConfig:
+    backend: str = "auto"  # auto | mido | symusic
+    workers: int = 1
+    max_midi_bytes: int = 64 * 1024 * 1024
+    file_timeout: float = 60.0  # seconds per file
+    use_cache: bool = False
+    cache_dir: Path = field(default_factory=default_cache_dir)
+
+
+@dataclass
+class TextConfig:
+    model: str | None = None  # None: the packaged all-MiniLM-L6-v2
+    pooling: str = "mean"  # mean | cls | none
+    normalize: bool | None = None  # None: on for sentence-transformers models
+    max_length: int | None = None  # None: the model's own limit
+    dtype: str = "auto"  # auto | fp32 | fp16 | bf16
+    embedding_dtype: str = "float32"  # float32 | float16 (storage)
+    use_gpu: bool = False
+    model_batch_size: int | None = None  # None: 32 on CPU, 128 on GPU
+    max_tokens_per_batch: int | None = None
+    sort_window: int = 16  # model batches sorted by length together
+    threads: int | None = None  # torch threads; None: cores available
+    use_cache: bool = False
+    cache_dir: Path = field(default_factory=default_cache_dir)
+
+
+@dataclass
+class RunConfig:
+    input_file: Path
+    output_dir: Path
+    mode: str = "process"
+    stages: tuple[str, ...] = STAGES
+    batch_size: int = 64
+    checkpoint_interval: int = 1  # batches between checkpoint saves (shards are committed each batch)
+    force_restart: bool = False
+    save_partial: bool = False
+    retry_failed: bool = False
+    midi_checkpoint: Path | None = None  # None: <output_dir>/midi_checkpoint.json
+    text_checkpoint: Path | None = None
+    midi_column: str | None = None  # None: auto-detect location / midi_path / midi
+    text_column: str | None = None  # None: auto-detect caption / text
+    id_column: str | None = None
+    midi_root: Path | None = None  # None: the input file's folder
+    rows_per_final_shard: int = 50_000
+    log_level: str = "info"
+    progress: bool = True
+    midi: MidiConfig = field(default_factory=MidiConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+
+    def checkpoint_path(self, stage: str) -> Path:
+        explicit = {"midi": self.midi_checkpoint, "text": self.text_checkpoint}[stage]
+        return Path(explicit) if explicit else self.output_dir / f"{stage}_checkpoint.json"
+
+    def shard_dir(self, stage: str) -> Path:
+        return self.output_dir / stage

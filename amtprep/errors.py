@@ -1,0 +1,57 @@
+"""Named exception types.
+
+Operator-facing errors (``AmtprepError`` subclasses) are printed by the CLI as one line and turn
+into a non-zero exit; each also inherits the matching built-in so callers can catch either.
+Per-record problems are never raised out of a stage: they become failed rows (see ``records``).
+"""
+
+from __future__ import annotations
+
+
+class AmtprepError(Exception):
+    """Base class: a problem the operator must fix; the message says what and how."""
+
+    exit_code = 2
+
+
+class InputFileError(AmtprepError, OSError):
+    """The input file cannot be read, has an unknown format, or lacks a required column."""
+
+
+class OutputDirError(AmtprepError, OSError):
+    """The output directory cannot be created or written."""
+
+
+class ModelLoadError(AmtprepError, OSError):
+    """The text model cannot be found or loaded."""
+
+
+class ConfigError(AmtprepError, ValueError):
+    """Invalid combination of settings."""
+
+
+class CheckpointError(AmtprepError):
+    """A checkpoint is missing when required, or cannot be used."""
+
+
+class FingerprintMismatchError(CheckpointError):
+    """A resume was attempted against a different input or incompatible settings."""
+
+
+class LockHeldError(AmtprepError):
+    """Another live run holds the output directory."""
+
+    exit_code = 3
+
+
+class DiskWriteError(AmtprepError, OSError):
+    """Writing a shard or checkpoint failed (disk full, I/O error, read-only)."""
+
+
+class Interrupted(AmtprepError):
+    """The run stopped on SIGINT/SIGTERM after committing what it had."""
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        super().__init__(message or f"interrupted by signal {signum}")
+        self.signum = signum
+        self.exit_code = 128 + signum
