@@ -1,0 +1,208 @@
+"""Command line: argparse -> RunConfig -> pipeline.run.
+
+``process.py``, ``continue_from_checkpoint.py`` and the ``amtprep`` console command all land in
+``main``. Every flag accepts ``--snake_case`` and ``--kebab-case``. Operator errors print one line
+(no traceback unless ``--log_level debug``) and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from amtprep.config import MODES, STAGES, MidiConfig, RunConfig, TextConfig, default_cache_dir
+from amtprep.errors import AmtprepError, ConfigError, Interrupted
+
+log = logging.getLogger("amtprep")
+
+
+def _add(parser: argparse.ArgumentParser, name: str, **kw) -> None:
+    names = [f"--{name}"]
+    if "_" in name:
+        names.append(f"--{name.replace('_', '-')}")
+    parser.add_argument(*names, dest=name, **kw)
+
+
+def _positive_int(v: str) -> int:
+    n = int(v)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return n
+
+
+def _stages(v: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in v.split(",") if p.strip())
+    bad = [p for p in parts if p not in STAGES]
+    if bad or not parts:
+        raise argparse.ArgumentTypeError(f"unknown stage(s) {bad}; choose from {','.join(STAGES)}")
+    return parts
+
+
+def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Preprocess paired MIDI + caption data into merged Parquet shards, resumably.",
+    )
+    g = p.add_argument_group("input and output")
+    _add(g, "input_file", type=Path, help="paired file: .json, .jsonl, .csv or .parquet")
+    _add(g, "output_dir", type=Path, default=Path("data/processed"), help="default: data/processed")
+    _add(g, "midi_column", help="column with MIDI paths (default: location, midi_path or midi)")
+    _add(g, "text_column", help="column with captions (default: caption or text)")
+    _add(g, "id_column", help="column with record ids (default: id if present)")
+    _add(g, "midi_root", type=Path, help="base folder of relative MIDI paths (default: the input file's folder)")
+    _add(g, "midi_checkpoint", type=Path, help="default: <output_dir>/midi_checkpoint.json")
+    _add(g, "text_checkpoint", type=Path, help="default: <output_dir>/text_checkpoint.json")
+    _add(g, "rows_per_shard", type=_positive_int, default=10_000, help="rows per final Parquet file")
+
+    g = p.add_argument_group("run control")
+    _add(g, "mode", choices=MODES, default="process", help="process (resumes if it can) or continue (requires a checkpoint)")
+    _add(g, "stages", type=_stages, default=STAGES, help="comma list of midi,text,merge (default: all)")
+    _add(g, "batch_size", type=_positive_int, default=64)
+    _add(g, "checkpoint_interval", type=_positive_int, default=1, help="batches between checkpoint saves")
+    _add(g, "force_restart", action="store_true", help="discard checkpoints and shards (not the cache)")
+    _add(g, "save_partial", action="store_true", help="write <output_dir>/partial/ with what is done when the run stops")
+    _add(g, "retry_failed", action="store_true", help="re-run records that failed before")
+    _add(g, "use_cache", action="store_true", help="reuse results cached by content (diskcache)")
+    _add(g, "cache_dir", type=Path, default=None, help=f"default: {default_cache_dir()}")
+    _add(g, "log_level", type=str.lower, default="info", choices=["debug", "info", "warning", "error"])
+    _add(g, "no_progress", action="store_true", help="no progress bar (log a line per batch)")
+
+    g = p.add_argument_group("MIDI stage")
+    _add(g, "workers", type=_positive_int, default=1, help="MIDI worker processes")
+    _add(g, "midi_backend", choices=["auto", "mido", "symusic"], default="auto")
+    _add(g, "max_midi_bytes", type=_positive_int, default=64 * 1024 * 1024)
+    _add(g, "file_timeout", type=float, default=60.0, help="seconds allowed to parse one MIDI file")
+
+    g = p.add_argument_group("text stage")
+    _add(g, "text_model", help="Hugging Face id or local folder (default: packaged all-MiniLM-L6-v2)")
+    _add(g, "use_gpu", action="store_true", help="use CUDA when available (fp16/bf16, larger batches)")
+    _add(g, "dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    _add(g, "pooling", choices=["mean", "cls", "none"], default="mean")
+    _add(g, "normalize", action=argparse.BooleanOptionalAction, default=None)
+    _add(g, "max_length", type=_positive_int, default=None, help="default: the model's own limit")
+    _add(g, "embedding_dtype", choices=["float32", "float16"], default="float32")
+    _add(g, "model_batch_size", type=_positive_int, default=None)
+    _add(g, "max_tokens_per_batch", type=_positive_int, default=None)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    if args.input_file is None:
+        raise ConfigError("--input_file is required (a .json, .jsonl, .csv or .parquet paired file)")
+    cache_dir = args.cache_dir or default_cache_dir()
+    midi = MidiConfig(
+        backend=args.midi_backend,
+        workers=args.workers,
+        max_midi_bytes=args.max_midi_bytes,
+        file_timeout=args.file_timeout,
+        use_cache=args.use_cache,
+        cache_dir=cache_dir,
+    )
+    text = TextConfig(
+        model=args.text_model,
+        pooling=args.pooling,
+        normalize=args.normalize,
+        max_length=args.max_length,
+        dtype=args.dtype,
+        embedding_dtype=args.embedding_dtype,
+        use_gpu=args.use_gpu,
+        model_batch_size=args.model_batch_size,
+        max_tokens_per_batch=args.max_tokens_per_batch,
+        use_cache=args.use_cache,
+        cache_dir=cache_dir,
+    )
+    return RunConfig(
+        input_file=args.input_file,
+        output_dir=args.output_dir,
+        mode=args.mode,
+        stages=args.stages,
+        batch_size=args.batch_size,
+        checkpoint_interval=args.checkpoint_interval,
+        force_restart=args.force_restart,
+        save_partial=args.save_partial,
+        retry_failed=args.retry_failed,
+        midi_checkpoint=args.midi_checkpoint,
+        text_checkpoint=args.text_checkpoint,
+        midi_column=args.midi_column,
+        text_column=args.text_column,
+        id_column=args.id_column,
+        midi_root=args.midi_root,
+        rows_per_final_shard=args.rows_per_shard,
+        log_level=args.log_level,
+        progress=not args.no_progress,
+        midi=midi,
+        text=text,
+    )
+
+
+def setup_logging(level: str, output_dir: Path | None) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if level == "debug" else logging.INFO)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(getattr(logging, level.upper()))
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root.addHandler(console)
+    if output_dir is not None:
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            fh = logging.FileHandler(output_dir / "amtprep.log")
+            fh.setLevel(logging.DEBUG if level == "debug" else logging.INFO)
+            fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+            root.addHandler(fh)
+        except OSError:
+            pass  # an unwritable output dir is reported by the pipeline with a fix
+    for noisy in ("transformers", "urllib3", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "amtprep", default_mode: str | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(prog)
+    if default_mode is not None:
+        parser.set_defaults(mode=default_mode)
+    args = parser.parse_args(argv)
+    debug = args.log_level == "debug"
+    setup_logging(args.log_level, args.output_dir)
+    try:
+        cfg = config_from_args(args)
+        from amtprep.pipeline import run
+
+        summary = run(cfg)
+    except Interrupted as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; committed batches are kept, resume with --mode continue", file=sys.stderr)
+        return 130
+    except AmtprepError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # last resort: one line for the operator, the traceback in debug
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} (rerun with --log_level debug for details)", file=sys.stderr)
+        return 1
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary) -> None:
+    for name, res in summary.results.items():
+        log.info("%s stage: %d processed this run (%d failed) in %.1f s", name, res.processed, res.failed, res.seconds)
+    if summary.final_dir is not None and summary.statistics:
+        s = summary.statistics
+        log.info(
+            "done: %d rows in %s, %d failed records (see failures.parquet), wall time %.1f s",
+            s["final_rows"],
+            summary.final_dir,
+            s["failed_records"],
+            summary.wall_time,
+        )

@@ -1,0 +1,304 @@
+"""Join the committed shards of both stages on ``idx`` into the final sharded dataset.
+
+Output (written to ``<dest>.incomplete`` and renamed when whole, so a reader never sees half of
+it): ``data-00000-of-0000N.parquet`` with one row per record that succeeded in both stages,
+ordered by idx, and ``failures.parquet`` with one row per (record, stage) that failed. Every idx
+of the covered range lands in exactly one of the two. Only shards the checkpoints name are
+read — never a folder glob.
+
+Public: ``merge_stages``, ``MergeResult``, ``FINAL_PREFIX``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from amtprep.io.fsutil import fsync_dir
+from amtprep.io.shards import ShardEntry
+from amtprep.records import Record
+
+log = logging.getLogger(__name__)
+
+FINAL_PREFIX = "data"
+CHUNK = 4096
+_RUN_COLUMNS = {"status", "error_type", "error", "attempts", "processed_at"}
+_SHARED = {"idx", "id"}
+FAILURE_SCHEMA = pa.schema(
+    [
+        ("idx", pa.int64()),
+        ("id", pa.string()),
+        ("midi_path", pa.string()),
+        ("stage", pa.string()),
+        ("error_type", pa.string()),
+        ("error", pa.string()),
+        ("attempts", pa.int32()),
+        ("processed_at", pa.timestamp("ms", tz="UTC")),
+    ]
+)
+
+
+@dataclass
+class MergeResult:
+    dest: Path
+    files: list[Path]
+    rows: int
+    failures: int  # failure rows (one per record and stage)
+    failed_records: int
+    covered: int  # records present in both stages
+    schema: pa.Schema | None
+
+
+class _ShardCursor:
+    """Reads rows of an idx range from a stage's committed shards, in order, one shard at a time."""
+
+    def __init__(self, shard_dir: Path, entries: list[ShardEntry]) -> None:
+        self.shard_dir = shard_dir
+        self.entries = sorted(entries, key=lambda e: e.first_idx)
+        self._pos = 0
+        self._loaded: tuple[ShardEntry, pa.Table] | None = None
+
+    def take(self, first: int, last: int) -> pa.Table | None:
+        parts = []
+        while self._pos < len(self.entries) and self.entries[self._pos].last_idx < first:
+            self._pos += 1
+        i = self._pos
+        while i < len(self.entries) and self.entries[i].first_idx <= last:
+            e = self.entries[i]
+            if self._loaded is None or self._loaded[0] is not e:
+                self._loaded = (e, pq.read_table(self.shard_dir / e.name))
+            t = self._loaded[1]
+            lo, hi = max(first, e.first_idx) - e.first_idx, min(last, e.last_idx) - e.first_idx
+            parts.append(t.slice(lo, hi - lo + 1))
+            i += 1
+        if not parts:
+            return None
+        return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+
+def _ok_mask(shard_dir: Path, entries: list[ShardEntry], total: int) -> tuple[np.ndarray, np.ndarray]:
+    """(covered, ok) boolean arrays over idx, read from the idx/status columns only."""
+    covered = np.zeros(total, dtype=bool)
+    ok = np.zeros(total, dtype=bool)
+    for e in entries:
+        t = pq.read_table(shard_dir / e.name, columns=["idx", "status"])
+        idx = t.column("idx").to_numpy()
+        covered[idx] = True
+        ok[idx] = pc.equal(t.column("status"), "ok").to_numpy(zero_copy_only=False)
+    return covered, ok
+
+
+def _chunks(records: Iterator[Record], total: int) -> Iterator[tuple[int, int, list[Record]]]:
+    buf: list[Record] = []
+    for rec in records:
+        buf.append(rec)
+        if len(buf) >= CHUNK:
+            yield buf[0].idx, buf[-1].idx, buf
+            buf = []
+    if buf:
+        yield buf[0].idx, buf[-1].idx, buf
+
+
+def infer_extra_schema(records: Iterator[Record], columns: list[str]) -> pa.Schema:
+    """Types of the carried input columns, unified over the whole input (one streaming pass)."""
+    types: dict[str, set[pa.DataType]] = {c: set() for c in columns}
+    buf: list[Record] = []
+
+    def flush() -> None:
+        for c in columns:
+            try:
+                types[c].add(pa.array([r.extra.get(c) for r in buf]).type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                types[c].add(pa.string())
+        buf.clear()
+
+    for rec in records:
+        buf.append(rec)
+        if len(buf) >= CHUNK:
+            flush()
+    if buf:
+        flush()
+    fields = []
+    for c in columns:
+        ts = [t for t in types[c] if not pa.types.is_null(t)] or [pa.null()]
+        try:
+            unified = pa.unify_schemas([pa.schema([(c, t)]) for t in ts], promote_options="permissive")
+            fields.append(unified.field(c))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            fields.append(pa.field(c, pa.string()))  # mixed types: stored as JSON text
+    return pa.schema([f if not pa.types.is_null(f.type) else pa.field(f.name, pa.string()) for f in fields])
+
+
+def _extras_table(records: list[Record], schema: pa.Schema) -> pa.Table:
+    cols = []
+    for f in schema:
+        values = [r.extra.get(f.name) for r in records]
+        try:
+            cols.append(pa.array(values, type=f.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            cols.append(pa.array([None if v is None else (v if isinstance(v, str) else json.dumps(v)) for v in values], pa.string()))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _feature_columns(table: pa.Table) -> list[str]:
+    return [c for c in table.column_names if c not in _RUN_COLUMNS and c not in _SHARED]
+
+
+def _failures(table: pa.Table, stage: str, midi_path: pa.Array) -> pa.Table:
+    mask = pc.equal(table.column("status"), "failed")
+    t = table.filter(mask)
+    return pa.table(
+        {
+            "idx": t.column("idx"),
+            "id": t.column("id"),
+            "midi_path": midi_path.filter(mask),
+            "stage": pa.array([stage] * t.num_rows, pa.string()),
+            "error_type": t.column("error_type"),
+            "error": t.column("error"),
+            "attempts": t.column("attempts"),
+            "processed_at": t.column("processed_at"),
+        },
+        schema=FAILURE_SCHEMA,
+    )
+
+
+def merge_stages(
+    records_for_merge: Iterator[Record],
+    records_for_types: Iterator[Record],
+    extra_columns: list[str],
+    total: int,
+    stages: dict[str, tuple[Path, list[ShardEntry]]],
+    dest: Path,
+    *,
+    rows_per_shard: int = 10_000,
+    metadata: dict[bytes, bytes] | None = None,
+) -> MergeResult:
+    """Write ``dest`` (final/ or partial/) from the committed shards of the "midi" and "text" stages.
+
+    Records covered by both stages are merged; others (partial view) are left out. Raises OSError.
+    """
+    (midi_dir, midi_entries), (text_dir, text_entries) = stages["midi"], stages["text"]
+    m_cov, m_ok = _ok_mask(midi_dir, midi_entries, total)
+    t_cov, t_ok = _ok_mask(text_dir, text_entries, total)
+    both = m_cov & t_cov
+    good = both & m_ok & t_ok
+    n_rows = int(good.sum())
+    n_files = max(1, math.ceil(n_rows / rows_per_shard))
+    extra_schema = infer_extra_schema(records_for_types, extra_columns)
+
+    tmp = dest.with_name(dest.name + ".incomplete")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    midi_cur, text_cur = _ShardCursor(midi_dir, midi_entries), _ShardCursor(text_dir, text_entries)
+    writer: pq.ParquetWriter | None = None
+    fail_writer: pq.ParquetWriter | None = None
+    files: list[Path] = []
+    in_file = written = failures = 0
+    schema: pa.Schema | None = None
+
+    def open_next() -> pq.ParquetWriter:
+        name = f"{FINAL_PREFIX}-{len(files):05d}-of-{n_files:05d}.parquet"
+        files.append(tmp / name)
+        return pq.ParquetWriter(tmp / name, schema, compression="zstd", use_dictionary=_dict_columns(schema))
+
+    for first, last, recs in _chunks(records_for_merge, total):
+        sel = both[first : last + 1]
+        if not sel.any():
+            continue
+        m = midi_cur.take(first, last)
+        t = text_cur.take(first, last)
+        rec_sel = [r for r, s in zip(recs, sel, strict=True) if s]
+        m = m.filter(pa.array(both[m.column("idx").to_numpy()]))
+        t = t.filter(pa.array(both[t.column("idx").to_numpy()]))
+        midi_path = m.column("midi_path") if "midi_path" in m.column_names else pa.array([r.midi_path for r in rec_sel])
+        chunk_failures = pa.concat_tables([_failures(m, "midi", midi_path), _failures(t, "text", midi_path)])
+        if chunk_failures.num_rows:
+            chunk_failures = chunk_failures.sort_by([("idx", "ascending"), ("stage", "ascending")])
+            if fail_writer is None:
+                fail_writer = pq.ParquetWriter(tmp / "failures.parquet", FAILURE_SCHEMA)
+            fail_writer.write_table(chunk_failures)
+            failures += chunk_failures.num_rows
+        ok = pc.and_(pc.equal(m.column("status"), "ok"), pc.equal(t.column("status"), "ok"))
+        if not pc.any(ok).as_py():
+            continue
+        extras = _extras_table(rec_sel, extra_schema)
+        cols = {"idx": m.column("idx"), "id": m.column("id")}
+        for c in _feature_columns(m):
+            cols[c] = m.column(c)
+        for c in _feature_columns(t):
+            if c not in cols:
+                cols[c] = t.column(c)
+        for c in extras.column_names:
+            if c not in cols:
+                cols[c] = extras.column(c)
+        out = pa.table(cols).filter(ok)
+        if schema is None:
+            schema = _order(out.schema).with_metadata(metadata or {})
+        out = out.select(schema.names).cast(schema)
+        start = 0
+        while start < out.num_rows:
+            if writer is None:
+                writer = open_next()
+                in_file = 0
+            n = min(rows_per_shard - in_file, out.num_rows - start)
+            writer.write_table(out.slice(start, n))
+            in_file += n
+            written += n
+            start += n
+            if in_file >= rows_per_shard:
+                writer.close()
+                writer = None
+    if writer is not None:
+        writer.close()
+    if fail_writer is None:
+        pq.write_table(FAILURE_SCHEMA.empty_table(), tmp / "failures.parquet")
+    else:
+        fail_writer.close()
+    if not files:  # no successful rows: still publish an empty first shard so loaders find the split
+        files.append(tmp / f"{FINAL_PREFIX}-00000-of-00001.parquet")
+        pq.write_table(pa.table({"idx": pa.array([], pa.int64())}), files[0])
+    assert written == n_rows, (written, n_rows)
+    for p in tmp.iterdir():
+        with open(p, "rb") as fh:
+            os.fsync(fh.fileno())
+    fsync_dir(tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    fsync_dir(dest.parent)
+    failed_records = int((both & ~good).sum())
+    return MergeResult(
+        dest=dest,
+        files=[dest / p.name for p in files],
+        rows=written,
+        failures=failures,
+        failed_records=failed_records,
+        covered=int(both.sum()),
+        schema=schema,
+    )
+
+
+_FIRST = ["idx", "id", "midi_path", "caption"]
+_LAST = ["notes", "n_tokens", "truncated", "embedding"]
+
+
+def _order(schema: pa.Schema) -> pa.Schema:
+    names = schema.names
+    head = [n for n in _FIRST if n in names]
+    tail = [n for n in _LAST if n in names]
+    mid = [n for n in names if n not in head and n not in tail]
+    return pa.schema([schema.field(n) for n in head + mid + tail])
+
+
+def _dict_columns(schema: pa.Schema) -> list[str]:
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_boolean(f.type)]

@@ -1,0 +1,97 @@
+"""Run-level ``statistics.json``: counts per stage and error type, throughput, wall time, and
+summaries of the main distributions of the merged data.
+
+Public: ``build_statistics``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from amtprep import __version__
+from amtprep.config import RunConfig
+from amtprep.io.ledger import StageLedger
+
+log = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS = [
+    "duration_s",
+    "n_notes",
+    "tempo_bpm",
+    "n_tracks",
+    "pitch_min",
+    "pitch_max",
+    "velocity_mean",
+    "polyphony_mean",
+    "n_tokens",
+    "estimated_key",
+    "time_signature",
+    "has_drums",
+    "programs",
+    "truncated",
+]
+
+
+def _stage_block(ledger: StageLedger) -> dict[str, Any]:
+    ck = ledger.checkpoint
+    if ck is None:
+        return {"processed": 0, "failed": 0, "complete": False}
+    by_type: Counter[str] = Counter()
+    for e in ck.shards:
+        if e.failed:
+            t = pq.read_table(ledger.shard_dir / e.name, columns=["status", "error_type"])
+            failed = t.filter(pc.equal(t.column("status"), "failed"))
+            by_type.update(v or "unknown" for v in failed.column("error_type").to_pylist())
+    bi = ck.batch_info
+    seconds = float(bi.get("processing_time", 0.0))
+    return {
+        "total": ck.total_files,
+        "processed": ck.processed,
+        "ok": ck.processed - ck.failed,
+        "failed": ck.failed,
+        "failed_by_type": dict(sorted(by_type.items())),
+        "complete": ck.complete,
+        "processing_seconds": round(seconds, 3),
+        "files_per_second": round(ck.processed / seconds, 2) if seconds > 0 else None,
+        "shards": len(ck.shards),
+        "counters": ck.counters,
+        "settings": ck.settings,
+    }
+
+
+def build_statistics(
+    cfg: RunConfig, ledgers: dict[str, StageLedger], merge_result, total: int, *, merge_seconds: float, partial: bool
+) -> dict[str, Any]:
+    stages = {name: _stage_block(ledger) for name, ledger in ledgers.items()}
+    started = min((lg.checkpoint.started_at for lg in ledgers.values() if lg.checkpoint), default=time.time())
+    stats: dict[str, Any] = {
+        "amtprep_version": __version__,
+        "partial": partial,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "input_file": str(cfg.input_file),
+        "total_records": total,
+        "final_rows": merge_result.rows,
+        "failed_records": merge_result.failed_records,
+        "failure_rows": merge_result.failures,
+        "records_in_both_stages": merge_result.covered,
+        "final_files": [p.name for p in merge_result.files],
+        "wall_time_seconds": round(time.time() - started, 3),
+        "processing_seconds": round(sum(s.get("processing_seconds", 0) for s in stages.values()) + merge_seconds, 3),
+        "merge_seconds": round(merge_seconds, 3),
+        "stages": stages,
+    }
+    try:
+        from amtprep.stats import summarize_columns
+
+        present = set(merge_result.schema.names) if merge_result.schema is not None else set()
+        cols = [c for c in SUMMARY_COLUMNS if c in present]
+        stats["columns"] = summarize_columns(list(merge_result.files), cols) if cols and merge_result.rows else []
+    except ImportError:  # column summaries arrive with amtprep.stats
+        stats["columns"] = []
+    return stats

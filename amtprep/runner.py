@@ -1,0 +1,265 @@
+"""Runs one stage over the input: batching, the commit protocol, retries and progress.
+
+The runner owns everything a stage does not: which idx are left (those no committed shard
+covers, cut into batches of the *current* batch size), publishing each batch as a shard before
+the checkpoint names it, stopping between batches on a signal, and ``--retry_failed``.
+
+Public: ``StageRunner``, ``StageResult``, ``plan_batches``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from amtprep.io.ledger import StageLedger, shard_identity_metadata
+from amtprep.io.shards import read_shard, write_shard
+from amtprep.records import Record
+from amtprep.signals import StopFlag
+from amtprep.stages import Stage
+
+log = logging.getLogger(__name__)
+
+RUN_FIELDS = [
+    pa.field("attempts", pa.int32(), nullable=False),
+    pa.field("processed_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+]
+
+
+class StageContractError(RuntimeError):
+    """A stage returned a table that breaks the contract in ``amtprep.stages``."""
+
+
+@dataclass
+class StageResult:
+    stage: str
+    processed: int = 0  # rows committed by this run
+    failed: int = 0
+    retried: int = 0
+    recovered_now: int = 0  # retried rows that now succeed
+    seconds: float = 0.0
+    stopped: bool = False
+    complete: bool = False
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+def plan_batches(
+    records: Iterable[Record], covered: Sequence[tuple[int, int]], batch_size: int
+) -> Iterator[list[Record]]:
+    """Yield contiguous batches of the records no committed range covers."""
+    ranges = sorted(covered)
+    ri = 0
+    batch: list[Record] = []
+    for rec in records:
+        while ri < len(ranges) and ranges[ri][1] < rec.idx:
+            ri += 1
+        if ri < len(ranges) and ranges[ri][0] <= rec.idx <= ranges[ri][1]:
+            if batch:
+                yield batch
+                batch = []
+            continue
+        if batch and rec.idx != batch[-1].idx + 1:
+            yield batch
+            batch = []
+        batch.append(rec)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class StageRunner:
+    def __init__(
+        self,
+        stage: Stage,
+        ledger: StageLedger,
+        *,
+        total_files: int,
+        input_fp: dict[str, Any],
+        batch_size: int,
+        checkpoint_interval: int = 1,
+        stop: StopFlag | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.stage = stage
+        self.ledger = ledger
+        self.total_files = total_files
+        self.input_fp = input_fp
+        self.settings = stage.fingerprint()
+        self.batch_size = max(1, batch_size)
+        self.checkpoint_interval = max(1, checkpoint_interval)
+        self.stop = stop or StopFlag()
+        self.progress = progress
+        self._schema: pa.Schema | None = None
+
+    # -- public -----------------------------------------------------------------------------
+    def run(self, records: Iterable[Record]) -> StageResult:
+        ck = self.ledger.start(self.total_files, self.input_fp, self.settings)
+        result = StageResult(self.stage.name)
+        base_counters = dict(ck.counters)
+        base_time = float(ck.batch_info.get("processing_time", 0.0))
+        done_before = ck.processed
+        remaining = self.total_files - done_before
+        total_batches = len(ck.shards) + -(-remaining // self.batch_size)
+        bar = self._progress_bar(done_before)
+        since_save = 0
+        t_run = time.perf_counter()
+        try:
+            for batch in plan_batches(records, self.ledger.covered(), self.batch_size):
+                if self.stop.requested:
+                    result.stopped = True
+                    break
+                t0 = time.perf_counter()
+                table = self._process(batch, attempts=np.ones(len(batch), dtype=np.int32))
+                entry = write_shard(self.ledger.shard_dir, table, batch[0].idx, batch[-1].idx)
+                self.ledger.add(entry)
+                dt = time.perf_counter() - t0
+                result.processed += entry.rows
+                result.failed += entry.failed
+                since_save += 1
+                ck.batch_info = self._batch_info(len(ck.shards), total_batches, base_time, result, t_run, dt)
+                ck.counters = _add_counters(base_counters, self.stage.counters(), result)
+                if since_save >= self.checkpoint_interval:
+                    self.ledger.save()
+                    since_save = 0
+                self._report(bar, entry.rows, ck, dt)
+            else:
+                result.stopped = self.stop.requested
+        finally:
+            if bar is not None:
+                bar.close()
+            result.seconds = time.perf_counter() - t_run
+            ck.batch_info = self._batch_info(len(ck.shards), total_batches, base_time, result, t_run, 0.0)
+            ck.counters = _add_counters(base_counters, self.stage.counters(), result)
+            ck.complete = ck.processed >= self.total_files
+            result.complete = ck.complete
+            result.counters = dict(ck.counters)
+            self.ledger.save()
+        return result
+
+    def retry_failed(self, records: Iterable[Record]) -> StageResult:
+        """Re-run failed records; each shard with failures is republished as a new generation."""
+        ck = self.ledger.start(self.total_files, self.input_fp, self.settings)
+        result = StageResult(self.stage.name)
+        t_run = time.perf_counter()
+        todo = sorted((e for e in ck.shards if e.failed), key=lambda e: e.first_idx)
+        it = iter(records)
+        pending: Record | None = None
+        for entry in todo:
+            if self.stop.requested:
+                result.stopped = True
+                break
+            old = read_shard(self.ledger.shard_dir / entry.name)
+            failed_mask = pc.equal(old.column("status"), "failed").to_numpy(zero_copy_only=False)
+            failed_idx = set(old.column("idx").to_numpy()[failed_mask].tolist())
+            batch: list[Record] = []
+            while True:
+                rec = pending if pending is not None else next(it, None)
+                pending = None
+                if rec is None or rec.idx > entry.last_idx:
+                    pending = rec
+                    break
+                if rec.idx in failed_idx:
+                    batch.append(rec)
+            if not batch:
+                continue
+            positions = np.array([r.idx - entry.first_idx for r in batch])
+            prev_attempts = old.column("attempts").to_numpy()[positions].astype(np.int32)
+            new = self._process(batch, attempts=prev_attempts + 1)
+            merged = _replace_rows(old, new, positions)
+            published = write_shard(
+                self.ledger.shard_dir, merged, entry.first_idx, entry.last_idx, generation=entry.generation + 1
+            )
+            for _superseded in self.ledger.add(published):
+                pass  # deleted only after the checkpoint naming the new generation is saved
+            self.ledger.save()
+            (self.ledger.shard_dir / entry.name).unlink(missing_ok=True)
+            result.retried += len(batch)
+            result.recovered_now += entry.failed - published.failed
+            result.failed += published.failed
+        result.seconds = time.perf_counter() - t_run
+        ck.counters = _add_counters(dict(ck.counters), {}, result)
+        ck.counters["retried"] = int(ck.counters.get("retried", 0)) + result.retried
+        self.ledger.save()
+        result.complete = ck.complete
+        return result
+
+    # -- internals --------------------------------------------------------------------------
+    def _process(self, batch: list[Record], attempts: np.ndarray) -> pa.Table:
+        table = self.stage.process(batch)
+        _check_contract(table, batch, self.stage.name)
+        now = pa.array(np.full(len(batch), int(time.time() * 1000), dtype="datetime64[ms]"))
+        table = table.append_column(RUN_FIELDS[0], pa.array(attempts, pa.int32()))
+        table = table.append_column(RUN_FIELDS[1], now.cast(RUN_FIELDS[1].type))
+        meta = dict(table.schema.metadata or {})
+        extra = getattr(self.stage, "schema_metadata", None)
+        if callable(extra):
+            meta.update({str(k).encode(): str(v).encode() for k, v in extra().items()})
+        meta.update(shard_identity_metadata(self.stage.name, self.total_files, self.input_fp, self.settings))
+        return table.replace_schema_metadata(meta)
+
+    def _batch_info(self, current: int, total: int, base_time: float, result: StageResult, t_run: float, last: float) -> dict:
+        elapsed = time.perf_counter() - t_run
+        return {
+            "current_batch": current,
+            "total_batches": max(total, current),
+            "batch_size": self.batch_size,
+            "processing_time": round(base_time + elapsed, 3),
+            "last_batch_time": round(last, 4),
+            "files_per_second": round(result.processed / elapsed, 2) if elapsed > 0 else 0.0,
+        }
+
+    def _progress_bar(self, done: int):
+        if not (self.progress and sys.stderr.isatty()):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.total_files, initial=done, desc=f"{self.stage.name:>4}", unit="file", dynamic_ncols=True)
+
+    def _report(self, bar, rows: int, ck, dt: float) -> None:
+        if bar is not None:
+            bar.update(rows)
+            return
+        bi = ck.batch_info
+        log.info(
+            "%s: batch %d/%d committed (%d/%d files, %d failed, %.1f files/s)",
+            self.stage.name,
+            bi["current_batch"],
+            bi["total_batches"],
+            ck.processed,
+            self.total_files,
+            ck.failed,
+            bi["files_per_second"],
+        )
+
+
+def _check_contract(table: pa.Table, batch: Sequence[Record], stage: str) -> None:
+    if table.num_rows != len(batch):
+        raise StageContractError(f"{stage} stage returned {table.num_rows} rows for {len(batch)} records")
+    idx = table.column("idx").to_numpy()
+    if not np.array_equal(idx, np.fromiter((r.idx for r in batch), dtype=np.int64, count=len(batch))):
+        raise StageContractError(f"{stage} stage returned rows out of order")
+
+
+def _replace_rows(old: pa.Table, new: pa.Table, positions: np.ndarray) -> pa.Table:
+    """``old`` with the rows at ``positions`` replaced by ``new``'s rows (same schema)."""
+    take = np.arange(old.num_rows)
+    take[positions] = old.num_rows + np.arange(len(positions))
+    new = new.select(old.column_names).cast(old.schema)
+    return pa.concat_tables([old, new]).take(pa.array(take)).replace_schema_metadata(new.schema.metadata)
+
+
+def _add_counters(base: dict, stage_counters: dict, result: StageResult) -> dict:
+    out = dict(base)
+    for k, v in stage_counters.items():
+        out[k] = int(base.get(k, 0)) + int(v)
+    return out
