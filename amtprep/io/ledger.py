@@ -103,12 +103,15 @@ class StageLedger:
         if ck is not None:
             ck.shards = sorted(valid.values(), key=lambda e: e.first_idx)
             self.stored_identity = {"input": ck.input, "settings": ck.settings}
-        elif valid and self.stored_identity is not None:
+        elif valid:
+            identity = self.stored_identity or {}
+            if not identity:
+                rec.messages.append("the shard files carry no input/settings fingerprint: not verified")
             ck = Checkpoint(
                 stage=self.stage,
-                total_files=int(self.stored_identity.get("total_files", 0)),
-                input=self.stored_identity.get("input", {}),
-                settings=self.stored_identity.get("settings", {}),
+                total_files=int(identity.get("total_files", 0)),
+                input=identity.get("input", {}),
+                settings=identity.get("settings", {}),
                 shards=sorted(valid.values(), key=lambda e: e.first_idx),
             )
         self.checkpoint = ck
