@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from amtprep.io.crashpoints import batch_delay
 from amtprep.io.ledger import StageLedger, shard_identity_metadata
 from amtprep.io.shards import read_shard, write_shard
 from amtprep.records import Record
@@ -132,6 +133,7 @@ class StageRunner:
                     self.ledger.save()
                     since_save = 0
                 self._report(bar, entry.rows, ck, dt)
+                batch_delay()
             else:
                 result.stopped = self.stop.requested
         finally:

@@ -1,4 +1,4 @@
-"""Test hook: kill this process with SIGKILL at a named point of the commit protocol.
+"""Test hooks: kill this process with SIGKILL at a named point of the commit protocol.
 
 Set ``AMTPREP_CRASH_AT=<point>:<n>`` (e.g. ``shard.renamed:3``) to die the n-th time that point is
 reached; ``*:<n>`` matches any point. With ``AMTPREP_CRASH_LOG=<file>`` every point reached is
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 _target: tuple[str, int] | None = None
 _counts: dict[str, int] = {}
@@ -32,3 +33,13 @@ def crashpoint(point: str) -> None:
             _counts[key] = _counts.get(key, 0) + 1
             if _counts[key] == _target[1]:
                 os.kill(os.getpid(), signal.SIGKILL)
+
+
+_batch_delay = float(os.environ.get("AMTPREP_TEST_BATCH_DELAY") or 0)
+
+
+def batch_delay() -> None:
+    """Test hook: sleep after each committed batch (``AMTPREP_TEST_BATCH_DELAY`` seconds) so a
+    test can signal a run while it is demonstrably mid-way."""
+    if _batch_delay:
+        time.sleep(_batch_delay)
