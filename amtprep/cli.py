@@ -17,6 +17,13 @@ from pathlib import Path
 from amtprep.config import MODES, STAGES, MidiConfig, RunConfig, TextConfig, default_cache_dir
 from amtprep.errors import AmtprepError, ConfigError, Interrupted
 
+
+def logging_redirect_tqdm():
+    """Route log lines around the progress bars (tqdm's helper, imported lazily)."""
+    from tqdm.contrib.logging import logging_redirect_tqdm as redirect
+
+    return redirect()
+
 log = logging.getLogger("amtprep")
 
 
@@ -70,6 +77,18 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
     _add(g, "cache_dir", type=Path, default=None, help=f"default: {default_cache_dir()}")
     _add(g, "log_level", type=str.lower, default="info", choices=["debug", "info", "warning", "error"])
     _add(g, "no_progress", action="store_true", help="no progress bar (log a line per batch)")
+
+    g = p.add_argument_group("housekeeping (these act on --output_dir and exit)")
+    _add(g, "show_progress", action="store_true", help="print per-stage progress (safe while a run is going)")
+    _add(g, "list_checkpoints", action="store_true", help="list checkpoints and backups with time and position")
+    _add(
+        g,
+        "reset_progress",
+        nargs="?",
+        const="all",
+        choices=["all", "midi", "text"],
+        help="remove the checkpoint and shards of one stage (or all) and what was merged from them",
+    )
 
     g = p.add_argument_group("MIDI stage")
     _add(g, "workers", type=_positive_int, default=1, help="MIDI worker processes")
@@ -166,14 +185,19 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "amtprep", default_mo
     parser = build_parser(prog)
     if default_mode is not None:
         parser.set_defaults(mode=default_mode)
+    if argv and argv[0] == "status" and prog == "amtprep":
+        return status_main(argv[1:])
     args = parser.parse_args(argv)
     debug = args.log_level == "debug"
+    if args.show_progress or args.list_checkpoints or args.reset_progress:
+        return _housekeeping(args)
     setup_logging(args.log_level, args.output_dir)
     try:
         cfg = config_from_args(args)
         from amtprep.pipeline import run
 
-        summary = run(cfg)
+        with logging_redirect_tqdm():
+            summary = run(cfg)
     except Interrupted as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -206,3 +230,70 @@ def _print_summary(summary) -> None:
             s["failed_records"],
             summary.wall_time,
         )
+
+
+def _checkpoint_paths(args: argparse.Namespace) -> dict[str, Path]:
+    out = args.output_dir
+    return {
+        "midi": args.midi_checkpoint or out / "midi_checkpoint.json",
+        "text": args.text_checkpoint or out / "text_checkpoint.json",
+    }
+
+
+def _housekeeping(args: argparse.Namespace) -> int:
+    from amtprep.status import format_status, stage_status
+
+    out: Path = args.output_dir
+    paths = _checkpoint_paths(args)
+    if args.reset_progress:
+        from amtprep.io.lock import OutputLock
+        from amtprep.pipeline import reset_outputs
+
+        if not out.is_dir():
+            print(f"nothing to reset: {out} does not exist")
+            return 0
+        cfg = RunConfig(input_file=Path("-"), output_dir=out, midi_checkpoint=args.midi_checkpoint, text_checkpoint=args.text_checkpoint)
+        stages = ("midi", "text") if args.reset_progress == "all" else (args.reset_progress,)
+        try:
+            with OutputLock(out):
+                removed = reset_outputs(cfg, stages)
+        except AmtprepError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        for p in removed:
+            print(f"removed {p}")
+        if not removed:
+            print(f"nothing to remove for {', '.join(stages)} in {out}")
+        return 0
+    if args.list_checkpoints:
+        import json
+        import time
+
+        found = False
+        for stage, ck in paths.items():
+            for p in (ck, ck.with_name(ck.name + ".bak")):
+                if not p.exists():
+                    continue
+                found = True
+                try:
+                    body = json.loads(p.read_text())
+                    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(body["timestamp"]))
+                    pos = f"last_processed_idx={body['last_processed_idx']} processed={body['processed']}/{body['total_files']}"
+                except (OSError, ValueError, KeyError) as exc:
+                    when, pos = "-", f"unreadable ({type(exc).__name__})"
+                print(f"{stage:5} {p}  {when}  {pos}")
+        if not found:
+            print(f"no checkpoints in {out}")
+        return 0
+    print(format_status(out, [stage_status(s, paths[s], out / s) for s in ("midi", "text")]))
+    return 0
+
+
+def status_main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="amtprep status", description="Progress of a run (read-only).")
+    p.add_argument("output_dir", type=Path)
+    p.add_argument("--midi_checkpoint", "--midi-checkpoint", type=Path)
+    p.add_argument("--text_checkpoint", "--text-checkpoint", type=Path)
+    args = p.parse_args(argv)
+    args.show_progress, args.list_checkpoints, args.reset_progress = True, False, None
+    return _housekeeping(args)

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from amtprep.io.crashpoints import crashpoint
 from amtprep.io.fsutil import fsync_dir
 from amtprep.io.shards import ShardEntry
 from amtprep.records import Record
@@ -273,9 +274,12 @@ def merge_stages(
         with open(p, "rb") as fh:
             os.fsync(fh.fileno())
     fsync_dir(tmp)
+    crashpoint(f"{dest.name}.written")
     shutil.rmtree(dest, ignore_errors=True)
+    crashpoint(f"{dest.name}.old_removed")
     tmp.rename(dest)
     fsync_dir(dest.parent)
+    crashpoint(f"{dest.name}.renamed")
     failed_records = int((both & ~good).sum())
     return MergeResult(
         dest=dest,

@@ -121,7 +121,9 @@ class StageRunner:
                     break
                 t0 = time.perf_counter()
                 table = self._process(batch, attempts=np.ones(len(batch), dtype=np.int32))
-                entry = write_shard(self.ledger.shard_dir, table, batch[0].idx, batch[-1].idx)
+                entry = write_shard(
+                    self.ledger.shard_dir, table, batch[0].idx, batch[-1].idx, crash_tag=f"{self.stage.name}.shard"
+                )
                 self.ledger.add(entry)
                 dt = time.perf_counter() - t0
                 result.processed += entry.rows
@@ -179,7 +181,12 @@ class StageRunner:
             new = self._process(batch, attempts=prev_attempts + 1)
             merged = _replace_rows(old, new, positions)
             published = write_shard(
-                self.ledger.shard_dir, merged, entry.first_idx, entry.last_idx, generation=entry.generation + 1
+                self.ledger.shard_dir,
+                merged,
+                entry.first_idx,
+                entry.last_idx,
+                generation=entry.generation + 1,
+                crash_tag=f"{self.stage.name}.shard",
             )
             for _superseded in self.ledger.add(published):
                 pass  # deleted only after the checkpoint naming the new generation is saved

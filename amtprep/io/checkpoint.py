@@ -111,13 +111,13 @@ def encode_checkpoint(ck: Checkpoint) -> bytes:
     return (json.dumps(body, indent=2) + "\n").encode()
 
 
-def save_checkpoint(ck: Checkpoint, path: Path) -> None:
+def save_checkpoint(ck: Checkpoint, path: Path, *, crash_tag: str = "checkpoint") -> None:
     """Atomically replace ``path``, keeping the previous version as ``<path>.bak``.
 
     Raises DiskWriteError.
     """
     ck.timestamp = time.time()
-    atomic_write(path, encode_checkpoint(ck), crash_tag="checkpoint", backup=True)
+    atomic_write(path, encode_checkpoint(ck), crash_tag=crash_tag, backup=True)
 
 
 def load_checkpoint(path: Path, stage: str) -> Checkpoint:

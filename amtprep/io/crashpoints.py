@@ -1,45 +1,73 @@
-"""Test hooks: kill this process with SIGKILL at a named point of the commit protocol.
+"""Test hooks for the commit protocol: die or fail at a named point.
 
-Set ``AMTPREP_CRASH_AT=<point>:<n>`` (e.g. ``shard.renamed:3``) to die the n-th time that point is
-reached; ``*:<n>`` matches any point. With ``AMTPREP_CRASH_LOG=<file>`` every point reached is
-appended to the file, which lets the crash tests enumerate the points of a reference run. Costs one
-dict lookup when unset.
+- ``AMTPREP_CRASH_AT=<point>:<n>`` (e.g. ``midi.shard.renamed:3``): SIGKILL this process the n-th
+  time ``point`` is reached (``*`` matches any point).
+- ``AMTPREP_FAIL_AT=<point>:<n>:<ERRNO>`` (e.g. ``text.shard.written:2:ENOSPC``): raise that
+  OSError there instead, to exercise disk-trouble handling without filling a disk.
+- ``AMTPREP_CRASH_LOG=<file>``: append every point reached, so tests can enumerate them.
+- ``AMTPREP_TEST_BATCH_DELAY=<seconds>``: sleep after each committed batch.
+
+``arm()`` sets the same at run time (forked test children). Costs one check when unset.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
 
-_target: tuple[str, int] | None = None
+_crash: tuple[str, int] | None = None
+_fail: tuple[str, int, int] | None = None
+_log: str | None = None
 _counts: dict[str, int] = {}
-_log = os.environ.get("AMTPREP_CRASH_LOG")
-_spec = os.environ.get("AMTPREP_CRASH_AT")
-if _spec:
-    name, _, n = _spec.rpartition(":")
-    _target = (name, int(n))
+_batch_delay = 0.0
+
+
+def arm(
+    crash_at: str | None = None,
+    fail_at: str | None = None,
+    log: str | None = None,
+    batch_delay: float = 0.0,
+) -> None:
+    global _crash, _fail, _log, _batch_delay
+    _counts.clear()
+    _crash = None
+    _fail = None
+    if crash_at:
+        name, _, n = crash_at.rpartition(":")
+        _crash = (name, int(n))
+    if fail_at:
+        name, n, code = fail_at.split(":")
+        _fail = (name, int(n), getattr(errno, code) if not code.isdigit() else int(code))
+    _log = log
+    _batch_delay = batch_delay
+
+
+arm(
+    os.environ.get("AMTPREP_CRASH_AT"),
+    os.environ.get("AMTPREP_FAIL_AT"),
+    os.environ.get("AMTPREP_CRASH_LOG"),
+    float(os.environ.get("AMTPREP_TEST_BATCH_DELAY") or 0),
+)
 
 
 def crashpoint(point: str) -> None:
-    if _target is None and _log is None:
+    if _crash is None and _fail is None and _log is None:
         return
+    _counts[point] = _counts.get(point, 0) + 1
     if _log is not None:
         with open(_log, "a") as fh:
-            fh.write(point + "\n")
-    if _target is not None:
-        key = point if _target[0] != "*" else "*"
-        if _target[0] in (point, "*"):
-            _counts[key] = _counts.get(key, 0) + 1
-            if _counts[key] == _target[1]:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-
-_batch_delay = float(os.environ.get("AMTPREP_TEST_BATCH_DELAY") or 0)
+            fh.write(f"{point}:{_counts[point]}\n")
+    if _crash is not None and _crash[0] in (point, "*"):
+        hits = _counts[point] if _crash[0] != "*" else sum(_counts.values())
+        if hits == _crash[1]:
+            os.kill(os.getpid(), signal.SIGKILL)
+    if _fail is not None and _fail[0] == point and _counts[point] == _fail[1]:
+        raise OSError(_fail[2], os.strerror(_fail[2]))
 
 
 def batch_delay() -> None:
-    """Test hook: sleep after each committed batch (``AMTPREP_TEST_BATCH_DELAY`` seconds) so a
-    test can signal a run while it is demonstrably mid-way."""
+    """Sleep after a committed batch so a test can signal a run that is demonstrably mid-way."""
     if _batch_delay:
         time.sleep(_batch_delay)

@@ -162,7 +162,7 @@ class StageLedger:
 
     def save(self) -> None:
         assert self.checkpoint is not None
-        save_checkpoint(self.checkpoint, self.checkpoint_path)
+        save_checkpoint(self.checkpoint, self.checkpoint_path, crash_tag=f"{self.stage}.checkpoint")
 
     def covered(self) -> list[tuple[int, int]]:
         if self.checkpoint is None:
