@@ -197,10 +197,9 @@ def _histogram(values: np.ndarray, title: str, xlabel: str, integer: bool, unit:
     ax.axvline(
         median, color=ACCENT, linewidth=1.5, linestyle="--", label=f"median {median:,.4g} {unit}"
     )
-    ax.legend(frameon=False, loc="upper right")
-    if folded:
-        ax.text(0.99, 0.80, f"{folded:,} values above {cap:,.4g} {unit}\nshown in the last bar",
-                transform=ax.transAxes, ha="right", va="top", fontsize=8, color="#555")  # fmt: skip
+    if folded:  # said in the legend, which "best" keeps clear of the bars
+        ax.plot([], [], " ", label=f"{folded:,} values > {cap:,.4g} {unit} in the last bar")
+    ax.legend(frameon=False, loc="best", fontsize=9)
     ax.set_title(f"{title} (n={values.size:,})")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("files")
