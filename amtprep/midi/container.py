@@ -9,8 +9,8 @@ Public API:
   same duration. It walks events with the same running-status rules as mido.
 
 Raises ``NotMidiError``, ``TruncatedMidiError`` or ``CorruptMidiError``; ``track_end_ticks``
-raises ``NeedsMidoError`` for variable-length numbers over the 4-byte SMF limit (mido accepts
-them, so the mido backend decides).
+raises ``NeedsMidoError`` for variable-length numbers over the 4-byte SMF limit and for data
+bytes > 127 (mido handles both its own way, so the mido backend decides).
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def read_header(data: bytes) -> MidiHeader:
     if header_len < 6:
         raise CorruptMidiError(f"MThd chunk length {header_len} < 6")
     midi_type, n_tracks, division = struct.unpack_from(">hhh", data, 8)
+    if midi_type not in (0, 1, 2):  # mido would read on and guess; the format is meaningless
+        raise CorruptMidiError(f"unknown MIDI format {midi_type} (expected 0, 1 or 2)")
     pos = 8 + header_len
     offsets = []
     for i in range(max(n_tracks, 0)):
@@ -90,10 +92,13 @@ def _track_end_tick(data: bytes, start: int, end: int) -> int:
         if byte >= 0x80:
             pos += 1
             if byte >= 0xF0:
-                if byte == 0xFF:
+                kind = byte
+                if kind == 0xFF:
                     pos += 1  # meta type; meta events keep the running status
+                elif kind in (0xF0, 0xF7):
+                    status = kind
                 else:
-                    status = byte
+                    raise NeedsMidoError(f"system message {kind:#04x} inside a track at byte {pos}")
                 length, stop = 0, pos + 4
                 while True:
                     if pos >= stop:
@@ -103,14 +108,22 @@ def _track_end_tick(data: bytes, start: int, end: int) -> int:
                     length = (length << 7) | (byte & 0x7F)
                     if byte < 0x80:
                         break
+                if kind != 0xFF:
+                    payload = data[pos : pos + length].removeprefix(b"\xf0").removesuffix(b"\xf7")
+                    if payload and max(payload) >= 0x80:  # same rule as data bytes below
+                        raise NeedsMidoError(f"sysex data byte > 127 at byte {pos}")
                 pos += length
                 continue
             status = byte
         elif status == 0:
             raise CorruptMidiError("running status without a previous status byte")
         elif status >= 0xF0:
-            raise CorruptMidiError("running status after a sysex event")
-        pos += data_len[status]
+            raise NeedsMidoError("running status after a sysex event")
+        size = data_len[status]
+        if (data[pos] | (data[pos + 1] if size == 2 else 0)) & 0x80:
+            # mido refuses data bytes > 127 unless clipping; symusic reads them differently.
+            raise NeedsMidoError(f"data byte > 127 at byte {pos}")
+        pos += size
     if pos != end:
         raise CorruptMidiError(f"last event overruns its track by {pos - end} bytes")
     return tick

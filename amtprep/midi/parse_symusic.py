@@ -29,7 +29,12 @@ def parse_symusic(data: bytes, header: MidiHeader) -> ParsedMidi:
         raise NeedsMidoError("type 2 file: per-track timing needs the mido backend")
     if header.is_smpte:
         raise NeedsMidoError("SMPTE division: symusic reads ticks per quarter only")
-    end_ticks = np.asarray(track_end_ticks(data, header), dtype=np.int64)
+    try:
+        end_ticks = np.asarray(track_end_ticks(data, header), dtype=np.int64)
+    except NeedsMidoError:
+        raise
+    except CorruptMidiError as exc:  # let mido name the problem (often "truncated")
+        raise BackendRejectedError(f"event scan: {exc}") from exc
     if end_ticks.size and end_ticks.max() > _INT32_MAX:
         raise NeedsMidoError("ticks beyond int32")
     try:
