@@ -1,0 +1,115 @@
+"""One MIDI file in, one ``FileResult`` out: the unit of work a pool worker runs.
+
+Public API: ``BACKENDS``, ``FileResult``, ``extract_file(path, backend, max_bytes)`` and
+``extract_bytes(data, backend) -> (parser, MidiFeatures)``.
+
+Backends: ``"mido"`` is the reference (retried with ``clip=True`` on data bytes > 127, reported
+as parser ``"mido_clip"``); ``"symusic"`` parses with symusic and fails files it rejects;
+``"auto"`` parses with symusic and retries mido on files symusic rejects. Files symusic cannot
+time identically (type 2, over-long variable-length numbers, ticks beyond int32) go to mido under
+every backend. ``extract_file`` never raises for a per-file problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+
+from amtprep.midi.container import read_header
+from amtprep.midi.errors import (
+    BackendRejectedError,
+    DataByteRangeError,
+    EmptyFileError,
+    MidiFileError,
+    MissingFileError,
+    NeedsMidoError,
+    TooLargeError,
+    UnreadableFileError,
+)
+from amtprep.midi.features import MidiFeatures, compute_features
+from amtprep.midi.notes import ParsedMidi
+from amtprep.midi.parse_mido import parse_mido
+from amtprep.midi.parse_symusic import parse_symusic
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "mido", "symusic")
+
+
+@dataclass
+class FileResult:
+    sha256: str | None = None
+    parser: str | None = None
+    features: MidiFeatures | None = None
+    error_type: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, error_type: str, error: str, sha256: str | None = None) -> FileResult:
+        return cls(sha256=sha256, error_type=error_type, error=error)
+
+
+def _parse_with_mido(data: bytes) -> tuple[str, ParsedMidi]:
+    try:
+        return "mido", parse_mido(data)
+    except DataByteRangeError:
+        return "mido_clip", parse_mido(data, clip=True)
+
+
+def extract_bytes(data: bytes, backend: str) -> tuple[str, MidiFeatures]:
+    """Raises ``MidiFileError`` subclasses for files that yield no features."""
+    if not data:
+        raise EmptyFileError("file is empty (0 bytes)")
+    header = read_header(data)
+    if backend == "mido":
+        parser, parsed = _parse_with_mido(data)
+    else:
+        try:
+            parser, parsed = "symusic", parse_symusic(data, header)
+        except NeedsMidoError:
+            parser, parsed = _parse_with_mido(data)
+        except BackendRejectedError:
+            if backend == "symusic":
+                raise
+            parser, parsed = _parse_with_mido(data)
+    return parser, compute_features(parsed)
+
+
+def read_midi_bytes(path: str, max_bytes: int) -> bytes:
+    """Raises ``MissingFileError``, ``UnreadableFileError``, ``TooLargeError``, ``EmptyFileError``."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError as exc:
+        raise MissingFileError(f"no such file: {path}") from exc
+    except OSError as exc:
+        raise UnreadableFileError(f"cannot stat {path}: {exc}") from exc
+    if size > max_bytes:
+        raise TooLargeError(f"{size} bytes exceeds the limit of {max_bytes} (max_midi_bytes)")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except IsADirectoryError as exc:
+        raise UnreadableFileError(f"{path} is a directory") from exc
+    except OSError as exc:
+        raise UnreadableFileError(f"cannot read {path}: {exc}") from exc
+    if len(data) > max_bytes:  # grew since stat
+        raise TooLargeError(f"more than {max_bytes} bytes (max_midi_bytes)")
+    if not data:
+        raise EmptyFileError("file is empty (0 bytes)")
+    return data
+
+
+def extract_file(path: str, backend: str, max_bytes: int) -> FileResult:
+    digest = None
+    try:
+        data = read_midi_bytes(path, max_bytes)
+        digest = hashlib.sha256(data).hexdigest()
+        parser, features = extract_bytes(data, backend)
+        return FileResult(sha256=digest, parser=parser, features=features)
+    except MidiFileError as exc:
+        return FileResult.failed(exc.error_type, str(exc), digest)
+    except Exception as exc:  # a parser bug on hostile input must not take the batch down
+        logger.warning("unexpected %s on %s", type(exc).__name__, path, exc_info=True)
+        return FileResult.failed("internal_error", f"{type(exc).__name__}: {exc}", digest)

@@ -1,0 +1,186 @@
+"""Features of one parsed MIDI file: pure functions over ``ParsedMidi``.
+
+Public API: ``MidiFeatures`` (scalars + numpy arrays, compact to pickle across processes and into
+the cache) and ``compute_features(parsed) -> MidiFeatures`` (raises ``CorruptMidiError``).
+
+Definitions (documented here once; ``schema`` only names the columns):
+- Times: ticks -> seconds once, vectorised (``tempo``). Type 0/1 use the merged tempo map;
+  type 2 tracks each use their own track's tempo events (mido cannot time type 2 at all).
+  ``duration_s`` is the time of the latest event of any track, end-of-track included: for type
+  0/1 exactly what mido's ``MidiFile.length`` computes; for type 2 the longest track.
+- ``notes`` are ordered by (start_s, pitch, end_s, program, velocity); ``start_s``/``end_s`` are
+  float64 seconds. Drums carry program 128 and ``is_drum``.
+- Pitch figures (min/max/mean, ``pitch_class_histogram``, key estimate) use pitched notes only
+  (drum "pitches" name instruments). The histogram is weighted by note duration in seconds and
+  sums to 1 (plain counts when every note has zero length); null when there are no pitched notes.
+- Velocity mean/std (population) and polyphony use all notes. ``polyphony_max`` is the most notes
+  sounding at once (ends before starts at equal times); ``polyphony_mean`` is total note time
+  divided by the time at least one note sounds.
+- ``top_instruments``: up to 5 programs ranked by total note time, ties by lower program.
+- Tempo, time and key signatures: events at the same tick collapse to the last one (mido's merged
+  order); the first value is reported ("4/4", "A minor"; null when the file has none, tempo then
+  120 bpm) and ``n_*_changes`` counts later events that change the value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from amtprep.midi.key import estimate_key
+from amtprep.midi.notes import GM_DRUMS, ParsedMidi
+from amtprep.midi.tempo import TempoMap
+
+TOP_INSTRUMENTS = 5
+
+
+@dataclass
+class MidiFeatures:
+    ticks_per_beat: int | None  # None for SMPTE timing
+    midi_type: int
+    n_tracks: int
+    duration_s: float
+    n_notes: int
+    programs: np.ndarray  # int16, sorted distinct
+    has_drums: bool
+    top_instruments: np.ndarray  # int16
+    tempo_bpm: float
+    n_tempo_changes: int
+    time_signature: str | None
+    n_time_signature_changes: int
+    key_signature: str | None
+    estimated_key: str | None
+    key_confidence: float | None
+    pitch_min: int | None
+    pitch_max: int | None
+    pitch_mean: float | None
+    pitch_class_histogram: np.ndarray | None  # float32[12]
+    velocity_mean: float | None
+    velocity_std: float | None
+    polyphony_mean: float | None
+    polyphony_max: int
+    notes_per_second: float | None
+    # The note sequence, one entry per note, in the documented order.
+    note_pitch: np.ndarray  # int8
+    note_velocity: np.ndarray  # uint8
+    note_start_s: np.ndarray  # float64
+    note_end_s: np.ndarray  # float64
+    note_program: np.ndarray  # int16
+
+
+def _first_and_changes(events: list[tuple]) -> tuple[object, int]:
+    """``events`` = [(tick, value)] in merged order -> (first effective value, changes)."""
+    if not events:
+        return None, 0
+    collapsed: list[tuple] = []
+    for tick, value in events:
+        if collapsed and collapsed[-1][0] == tick:
+            collapsed[-1] = (tick, value)
+        else:
+            collapsed.append((tick, value))
+    values = [v for _, v in collapsed]
+    return values[0], sum(1 for a, b in zip(values, values[1:], strict=False) if a != b)
+
+
+def _note_seconds(parsed: ParsedMidi, tempo_map: TempoMap) -> tuple[np.ndarray, np.ndarray, float]:
+    notes, meta = parsed.notes, parsed.meta
+    if parsed.midi_type != 2:
+        end = int(parsed.track_end_ticks.max()) if parsed.track_end_ticks.size else 0
+        duration = float(tempo_map.seconds(np.array([end]))[0])
+        return tempo_map.seconds(notes.start_tick), tempo_map.seconds(notes.end_tick), duration
+    start = np.zeros(len(notes))
+    end = np.zeros(len(notes))
+    duration = 0.0
+    for track, end_tick in enumerate(parsed.track_end_ticks.tolist()):
+        own = meta.tempo_track == track
+        track_map = TempoMap.build(parsed.division, meta.tempo_tick[own], meta.tempo_value[own])
+        mine = notes.track == track
+        start[mine] = track_map.seconds(notes.start_tick[mine])
+        end[mine] = track_map.seconds(notes.end_tick[mine])
+        duration = max(duration, float(track_map.seconds(np.array([end_tick]))[0]))
+    return start, end, duration
+
+
+def _polyphony(start: np.ndarray, end: np.ndarray) -> tuple[float | None, int]:
+    if not start.size:
+        return None, 0
+    times = np.concatenate([start, end])
+    steps = np.concatenate([np.ones(start.size, np.int64), -np.ones(end.size, np.int64)])
+    order = np.lexsort((steps, times))  # at equal times, ends (-1) first
+    times, counts = times[order], np.cumsum(steps[order])
+    last_at_time = np.r_[times[1:] != times[:-1], True]
+    poly_max = int(counts[last_at_time].max())
+    sounding = float(np.sum(np.diff(times) * (counts[:-1] > 0)))
+    total = float(np.sum(end - start))
+    return (total / sounding if sounding > 0 else None), max(poly_max, 0)
+
+
+def _top_instruments(program: np.ndarray, length: np.ndarray) -> np.ndarray:
+    present = np.unique(program)
+    time_per_program = np.bincount(program.astype(np.int64), weights=length, minlength=GM_DRUMS + 1)
+    ranked = present[np.lexsort((present, -time_per_program[present]))]
+    return ranked[:TOP_INSTRUMENTS].astype(np.int16)
+
+
+def compute_features(parsed: ParsedMidi) -> MidiFeatures:
+    meta = parsed.meta
+    tempo_map = TempoMap.build(parsed.division, meta.tempo_tick, meta.tempo_value)
+    start, end, duration = _note_seconds(parsed, tempo_map)
+    notes = parsed.notes
+    order = np.lexsort((notes.velocity, notes.program, end, notes.pitch, start))
+    start, end = start[order], end[order]
+    pitch, velocity, program = notes.pitch[order], notes.velocity[order], notes.program[order]
+    length = end - start
+    n = int(pitch.size)
+
+    pitched = program != GM_DRUMS
+    histogram = key = confidence = None
+    pitch_min = pitch_max = pitch_mean = None
+    if pitched.any():
+        classes = pitch[pitched].astype(np.int64) % 12
+        weights = np.bincount(classes, weights=length[pitched], minlength=12)
+        if weights.sum() <= 0:
+            weights = np.bincount(classes, minlength=12).astype(np.float64)
+        histogram = (weights / weights.sum()).astype(np.float32)
+        key, confidence = estimate_key(weights)
+        pitch_min, pitch_max = int(pitch[pitched].min()), int(pitch[pitched].max())
+        pitch_mean = float(pitch[pitched].astype(np.float64).mean())
+
+    time_signature, ts_changes = _first_and_changes(
+        [(t, f"{num}/{den}") for t, num, den in meta.time_signatures]
+    )
+    key_signature, _ = _first_and_changes(meta.key_signatures)
+    poly_mean, poly_max = _polyphony(start, end)
+    vel = velocity.astype(np.float64)
+    return MidiFeatures(
+        ticks_per_beat=parsed.division if parsed.division > 0 else None,
+        midi_type=parsed.midi_type,
+        n_tracks=parsed.n_tracks,
+        duration_s=duration,
+        n_notes=n,
+        programs=np.unique(program).astype(np.int16),
+        has_drums=bool((~pitched).any()),
+        top_instruments=_top_instruments(program, length),
+        tempo_bpm=float(tempo_map.initial_bpm),
+        n_tempo_changes=tempo_map.n_changes,
+        time_signature=time_signature,
+        n_time_signature_changes=ts_changes,
+        key_signature=key_signature,
+        estimated_key=key,
+        key_confidence=confidence,
+        pitch_min=pitch_min,
+        pitch_max=pitch_max,
+        pitch_mean=pitch_mean,
+        pitch_class_histogram=histogram,
+        velocity_mean=float(vel.mean()) if n else None,
+        velocity_std=float(vel.std()) if n else None,
+        polyphony_mean=poly_mean,
+        polyphony_max=poly_max,
+        notes_per_second=n / duration if duration > 0 else None,
+        note_pitch=pitch,
+        note_velocity=velocity,
+        note_start_s=start,
+        note_end_s=end,
+        note_program=program,
+    )

@@ -1,0 +1,204 @@
+"""Benchmark the MIDI stage against the naive mido loop; prints one JSON object.
+
+    python bench/midi_stage.py --n 300                 # generated corpus in a temp dir
+    python bench/midi_stage.py --files DIR             # your own *.mid / *.midi files
+    python bench/midi_stage.py --memory-check --memory-sizes 1000,10000
+
+Runs, in one process tree: the naive loop (iterate mido's merged ``MidiFile``, convert times,
+pair notes in one dict — the seed design), ``MidiStage`` for each backend x worker count, and a
+warm-cache run. Peak RSS sums the parent and all its children (psutil, sampled every 20 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import mido
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from amtprep.config import MidiConfig  # noqa: E402
+from amtprep.midi import MidiStage  # noqa: E402
+from amtprep.records import Record  # noqa: E402
+from tests.midi.midigen import generate_midi  # noqa: E402
+
+
+class PeakRss:
+    """Samples RSS of this process plus its children until stopped."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):  # a child may exit mid-sample
+                    total += proc.memory_info().rss
+            self.peak = max(self.peak, total)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def make_corpus(directory: Path, n: int) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in range(n):
+        path = directory / f"{seed:06d}.mid"
+        if not path.exists():
+            path.write_bytes(
+                generate_midi(seed, n_tracks=2 + seed % 7, notes_per_track=150 + (seed * 37) % 450)
+            )
+        paths.append(path)
+    return paths
+
+
+def naive_loop(paths: list[Path]) -> int:
+    """The seed design: one merged stream, one (channel, pitch) dict; seconds from mido."""
+    total_notes = 0
+    for path in paths:
+        midi = mido.MidiFile(path)
+        now, open_notes, notes = 0.0, {}, []
+        for msg in midi:
+            now += msg.time
+            if msg.type == "note_on" and msg.velocity > 0:
+                open_notes.setdefault((msg.channel, msg.note), []).append((now, msg.velocity))
+            elif msg.type in ("note_on", "note_off") and open_notes.get((msg.channel, msg.note)):
+                start, velocity = open_notes[(msg.channel, msg.note)].pop(0)
+                notes.append((msg.note, velocity, start, now))
+        total_notes += len(notes)
+    return total_notes
+
+
+def records(paths: list[Path], n: int | None = None) -> list[Record]:
+    n = n or len(paths)
+    return [
+        Record(i, str(i), paths[i % len(paths)].name, str(paths[i % len(paths)]), None)
+        for i in range(n)
+    ]
+
+
+def run_stage(config: MidiConfig, recs: list[Record], batch_size: int) -> dict:
+    with PeakRss() as rss, MidiStage(config) as stage:
+        start = time.perf_counter()
+        rows = 0
+        for i in range(0, len(recs), batch_size):
+            rows += stage.process(recs[i : i + batch_size]).num_rows
+        elapsed = time.perf_counter() - start
+        counters = stage.counters()
+    assert rows == len(recs)
+    return {"seconds": elapsed, "peak_rss_mb": rss.peak / 2**20, "counters": counters}
+
+
+def summarise(name: str, result: dict, n_files: int, n_bytes: int, naive_fps: float | None) -> dict:
+    fps = n_files / result["seconds"]
+    out = {
+        "run": name,
+        "files_per_s": round(fps, 1),
+        "mb_per_s": round(n_bytes / 2**20 / result["seconds"], 2),
+        "peak_rss_mb": round(result["peak_rss_mb"], 1),
+    }
+    if naive_fps:
+        out["x_naive"] = round(fps / naive_fps, 2)
+    if "counters" in result:
+        out["failed"] = result["counters"].get("failed", 0)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--files", type=Path, help="directory of MIDI files (default: generate)")
+    parser.add_argument("--n", type=int, default=300, help="files to generate / use")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--backends", default="mido,auto")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--naive-limit", type=int, default=None, help="files for the naive loop")
+    parser.add_argument("--memory-check", action="store_true")
+    parser.add_argument("--memory-sizes", default="1000,10000")
+    parser.add_argument("--memory-backend", default="auto")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        if args.files:
+            paths = sorted(
+                p for p in args.files.rglob("*") if p.suffix.lower() in (".mid", ".midi")
+            )
+            paths = paths[: args.n]
+        else:
+            paths = make_corpus(tmp_path / "corpus", args.n)
+        n_bytes = sum(p.stat().st_size for p in paths)
+        report: dict = {
+            "files": len(paths),
+            "mb": round(n_bytes / 2**20, 2),
+            "cpus": psutil.cpu_count(),
+            "runs": [],
+        }
+
+        naive_paths = paths[: args.naive_limit] if args.naive_limit else paths
+        with PeakRss() as rss:
+            start = time.perf_counter()
+            naive_loop(naive_paths)
+            naive = {"seconds": time.perf_counter() - start, "peak_rss_mb": rss.peak / 2**20}
+        naive_bytes = sum(p.stat().st_size for p in naive_paths)
+        naive_fps = len(naive_paths) / naive["seconds"]
+        report["runs"].append(
+            summarise("naive_mido_loop", naive, len(naive_paths), naive_bytes, None)
+        )
+
+        recs = records(paths)
+        for backend in args.backends.split(","):
+            for workers in (int(w) for w in args.workers.split(",")):
+                config = MidiConfig(
+                    backend=backend, workers=workers, cache_dir=tmp_path / "nocache"
+                )
+                result = run_stage(config, recs, args.batch_size)
+                report["runs"].append(
+                    summarise(f"stage_{backend}_w{workers}", result, len(paths), n_bytes, naive_fps)
+                )
+
+        cached = MidiConfig(workers=2, use_cache=True, cache_dir=tmp_path / "cache")
+        run_stage(cached, recs, args.batch_size)  # fill
+        warm = run_stage(cached, recs, args.batch_size)
+        report["runs"].append(
+            summarise("stage_auto_w2_warm_cache", warm, len(paths), n_bytes, naive_fps)
+        )
+
+        if args.memory_check:
+            memory = {}
+            for size in (int(s) for s in args.memory_sizes.split(",")):
+                config = MidiConfig(
+                    backend=args.memory_backend, workers=2, cache_dir=tmp_path / "nocache"
+                )
+                result = run_stage(config, records(paths, size), args.batch_size)
+                memory[str(size)] = {
+                    "peak_rss_mb": round(result["peak_rss_mb"], 1),
+                    "files_per_s": round(size / result["seconds"], 1),
+                }
+            peaks = [m["peak_rss_mb"] for m in memory.values()]
+            memory["rss_change_pct"] = round(100 * (peaks[-1] - peaks[0]) / peaks[0], 1)
+            report["memory_check"] = memory
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

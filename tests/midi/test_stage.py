@@ -1,0 +1,168 @@
+"""MidiStage end to end: rows, failure kinds, determinism, hostile files, cache, no torch."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+
+from amtprep.midi import FEATURE_VERSION, MidiStage
+from amtprep.records import Record
+from amtprep.stages import BASE_FIELDS
+from tests.midi.conftest import midi_bytes, note, raw_midi, records_for, slow_midi
+from tests.midi.midigen import generate_midi
+
+GOOD = midi_bytes([note(60), note(60, 0, 480)])
+
+
+def by_id(table: pa.Table) -> dict[str, dict]:
+    return {row["id"]: row for row in table.to_pylist()}
+
+
+def test_schema_starts_with_base_fields_and_rows_follow_records(tmp_path, midi_config):
+    files = {f"{i}.mid": generate_midi(i, n_tracks=2, notes_per_track=30) for i in range(5)}
+    records = records_for(tmp_path, files)
+    with MidiStage(midi_config) as stage:
+        assert stage.schema().names[:5] == [f.name for f in BASE_FIELDS]
+        table = stage.process(records)
+        assert stage.fingerprint()["feature_version"] == FEATURE_VERSION
+    assert table.schema == stage.schema()
+    assert table.column("idx").to_pylist() == [r.idx for r in records]
+    assert set(table.column("status").to_pylist()) == {"ok"}
+    assert table.column("parser").to_pylist() == ["symusic"] * 5
+    assert all(row["n_notes"] == len(row["notes"]) > 0 for row in table.to_pylist())
+
+
+def test_each_failure_kind_is_a_failed_row_with_a_reason(tmp_path, midi_config):
+    truncated = GOOD[: len(GOOD) - 5]
+    # Track says note-on with a data byte 0x90 > 127 where a pitch belongs: not MIDI data.
+    bad_status = raw_midi(b"\x00\xf4\x00\xff\x2f\x00")
+    files = {
+        "ok.mid": GOOD,
+        "missing.mid": None,
+        "empty.mid": b"",
+        "text.mid": b"hello, this is not a MIDI file",
+        "truncated.mid": truncated,
+        "big.mid": GOOD + b"\x00" * 200,
+        "corrupt.mid": bad_status,
+    }
+    records = records_for(tmp_path, files)
+    records.append(Record(len(records), "row", "", "", None, row_error="line 9: invalid JSON"))
+    midi_config.max_midi_bytes = len(GOOD) + 100
+    for backend in ("mido", "auto"):
+        midi_config.backend = backend
+        with MidiStage(midi_config) as stage:
+            rows = by_id(stage.process(records))
+        kinds = {row["midi_path"] or "row": row["error_type"] for row in rows.values()}
+        assert kinds == {
+            "ok.mid": None,
+            "missing.mid": "missing_file",
+            "empty.mid": "empty_file",
+            "text.mid": "not_midi",
+            "truncated.mid": "truncated",
+            "big.mid": "too_large",
+            "corrupt.mid": "corrupt_midi",
+            "row": "malformed_row",
+        }
+        for row in rows.values():
+            if row["status"] == "failed":
+                assert row["error"] and row["n_notes"] is None and row["notes"] is None
+
+
+def test_output_identical_for_workers_batch_sizes_and_backends(tmp_path, midi_config):
+    files = {f"{i}.mid": generate_midi(i, notes_per_track=60) for i in range(24)}
+    files["missing.mid"] = None
+    records = records_for(tmp_path, files)
+    tables = []
+    for backend, workers, batch in [
+        ("mido", 1, 25),
+        ("mido", 2, 7),
+        ("auto", 2, 5),
+        ("symusic", 1, 25),
+    ]:
+        config = dataclasses.replace(midi_config, backend=backend, workers=workers)
+        with MidiStage(config) as stage:
+            parts = [stage.process(records[i : i + batch]) for i in range(0, len(records), batch)]
+        tables.append(pa.concat_tables(parts).drop_columns(["parser"]))
+    assert all(t.equals(tables[0]) for t in tables[1:])
+
+
+@pytest.mark.slow
+def test_pathological_file_times_out_and_the_pool_carries_on(tmp_path, midi_config):
+    records = records_for(tmp_path, {"slow.mid": slow_midi(), "a.mid": GOOD, "b.mid": GOOD})
+    midi_config.file_timeout = 1.0
+    with MidiStage(midi_config) as stage:
+        started = time.monotonic()
+        rows = by_id(stage.process(records))
+        elapsed = time.monotonic() - started
+        assert stage.counters()["timeouts"] == 1
+    assert rows["id0"]["error_type"] == "timeout"
+    assert [rows["id1"]["status"], rows["id2"]["status"]] == ["ok", "ok"]
+    assert elapsed < 8  # the 10 s parse was cut short
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_file_fails_only_that_file(tmp_path, midi_config):
+    records = records_for(tmp_path, {"slow.mid": slow_midi(), "a.mid": GOOD, "b.mid": GOOD})
+    with MidiStage(midi_config) as stage:
+        result: dict = {}
+        runner = threading.Thread(target=lambda: result.update(table=stage.process(records)))
+        runner.start()
+        deadline = time.monotonic() + 30
+        while not stage.worker_pids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(2.5)  # past worker start-up, inside the ~10 s parse of slow.mid
+        os.kill(stage.worker_pids()[0], signal.SIGKILL)
+        runner.join(timeout=60)
+        assert not runner.is_alive()
+        counters = stage.counters()
+    rows = by_id(result["table"])
+    assert rows["id0"]["error_type"] == "worker_crashed"
+    assert "exit code -9" in rows["id0"]["error"]
+    assert [rows["id1"]["status"], rows["id2"]["status"]] == ["ok", "ok"]
+    assert counters["worker_deaths"] == 1
+
+
+def test_close_leaves_no_worker_processes(tmp_path, midi_config):
+    midi_config.workers = 2
+    stage = MidiStage(midi_config)
+    stage.process(records_for(tmp_path, {f"{i}.mid": GOOD for i in range(4)}))
+    pids = stage.worker_pids()
+    assert len(pids) == 2
+    stage.close()
+    stage.close()  # idempotent
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_cache_hits_on_second_run_and_misses_after_content_change(tmp_path, midi_config):
+    files = {f"{i}.mid": generate_midi(i, notes_per_track=40) for i in range(4)}
+    records = records_for(tmp_path, files)
+    midi_config.use_cache = True
+    with MidiStage(midi_config) as stage:
+        cold = stage.process(records)
+        assert stage.counters()["cache_misses"] == 4
+    with MidiStage(midi_config) as stage:
+        warm = stage.process(records)
+        assert (stage.counters()["cache_hits"], stage.counters()["cache_misses"]) == (4, 0)
+        assert stage.worker_pids() == []  # nothing was parsed
+    assert warm.equals(cold)
+    (tmp_path / "0.mid").write_bytes(generate_midi(99, notes_per_track=40))
+    with MidiStage(midi_config) as stage:
+        changed = stage.process(records)
+        assert (stage.counters()["cache_hits"], stage.counters()["cache_misses"]) == (3, 1)
+    assert changed.column("content_sha256")[0] != cold.column("content_sha256")[0]
+    assert changed.slice(1).equals(cold.slice(1))
+
+
+def test_importing_the_midi_stage_never_imports_torch():
+    code = "import sys, amtprep.midi; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.getcwd())
