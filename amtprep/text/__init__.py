@@ -1,0 +1,12 @@
+"""Text stage: captions -> BERT-style embeddings, offline, with an optional disk cache.
+
+Public API: ``TextStage`` (the stage), ``parquet_write_options(schema)`` (kwargs for writing its
+tables), ``caption_failure(record)``. Modules: ``model`` (find/check/load), ``device`` (where and
+in which precision), ``batching`` + ``pipeline`` (tokenise, sort, pad, prefetch), ``encoder``
+(run + pool), ``cache``, ``arrow`` (schema and columns), ``stage``.
+"""
+
+from amtprep.text.arrow import parquet_write_options
+from amtprep.text.stage import TextStage, caption_failure
+
+__all__ = ["TextStage", "caption_failure", "parquet_write_options"]

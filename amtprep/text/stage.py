@@ -1,0 +1,251 @@
+"""The text stage: a batch of records in, one Arrow row per record out (see ``amtprep.stages``).
+
+Public API: ``TextStage(cfg)`` with ``name``, ``fingerprint()``, ``schema()``,
+``schema_metadata()``, ``process(records)``, ``counters()``, ``close()``; ``caption_failure(record)``.
+
+Per-record problems become failed rows: ``malformed_row`` (the reader flagged the row),
+``invalid_caption`` (missing or undecodable, with the reader's message), ``empty_caption``.
+Over-long captions are truncated to ``max_length`` tokens and flagged, not failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+import amtprep
+from amtprep.config import TextConfig
+from amtprep.errors import ConfigError
+from amtprep.records import STATUS_FAILED, STATUS_OK, Record, RecordFailure
+from amtprep.text.arrow import EMBEDDING_DTYPES, embedding_array, text_schema, token_embedding_array
+from amtprep.text.cache import CachedEmbedding, EmbeddingCache
+from amtprep.text.device import available_cores, default_model_batch_size, plan_compute
+from amtprep.text.encoder import POOLINGS, Encoder
+from amtprep.text.model import ModelSource, load_model, resolve_model
+
+log = logging.getLogger(__name__)
+
+# Bump when the same settings would produce different vectors or columns.
+TEXT_STAGE_VERSION = 1
+METADATA_PREFIX = "amtprep.text."
+
+
+def caption_failure(record: Record) -> RecordFailure | None:
+    """Why ``record`` cannot be embedded, or None when its caption is usable."""
+    if record.row_error:
+        return RecordFailure("malformed_row", record.row_error)
+    if record.caption is None:
+        return RecordFailure("invalid_caption", record.caption_error or "caption is missing")
+    if not record.caption.strip():
+        return RecordFailure("empty_caption", "caption is empty or whitespace only")
+    return None
+
+
+def _metadata_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _resolve_max_length(
+    cfg_max: int | None, source: ModelSource, model: Any, tokenizer: Any
+) -> int:
+    limit = int(getattr(model.config, "max_position_embeddings", 512) or 512)
+    if cfg_max is not None:
+        if not 2 <= cfg_max <= limit:
+            raise ConfigError(
+                f"text max_length must be between 2 and {limit} for this model, got {cfg_max}"
+            )
+        return cfg_max
+    if source.st_max_seq_length:
+        return min(int(source.st_max_seq_length), limit)
+    # Tokenizers without a limit report a huge sentinel (int(1e30)).
+    return min(int(tokenizer.model_max_length), limit)
+
+
+class TextStage:
+    name = "text"
+
+    def __init__(self, cfg: TextConfig) -> None:
+        """Resolve, check and load the model; raises ModelLoadError / ConfigError."""
+        if cfg.pooling not in POOLINGS:
+            raise ConfigError(
+                f"unknown pooling {cfg.pooling!r}; choose one of {', '.join(POOLINGS)}"
+            )
+        if cfg.embedding_dtype not in EMBEDDING_DTYPES:
+            raise ConfigError(
+                f"unknown embedding dtype {cfg.embedding_dtype!r}; choose float32 or float16"
+            )
+        self.cfg = cfg
+        self.plan = plan_compute(cfg.use_gpu, cfg.dtype)
+        hash_memo = None
+        self._cache: EmbeddingCache | None = None
+        if cfg.use_cache:
+            import diskcache
+
+            # Remembers weight digests by (path, size, mtime) so restarts skip re-reading weights.
+            hash_memo = diskcache.Cache(str(cfg.cache_dir / "text" / "weights_sha256"))
+        try:
+            self.source = resolve_model(cfg.model, hash_memo=hash_memo)
+        finally:
+            if hash_memo is not None:
+                hash_memo.close()
+        torch.set_num_threads(cfg.threads or available_cores())
+        model, tokenizer = load_model(self.source, self.plan)
+        self.max_length = _resolve_max_length(cfg.max_length, self.source, model, tokenizer)
+        if cfg.pooling == "none":
+            self.normalize = False  # per-token states are never normalised
+        elif cfg.normalize is None:
+            self.normalize = self.source.sentence_transformers and self.source.st_normalize
+        else:
+            self.normalize = cfg.normalize
+        self.encoder = Encoder(
+            model,
+            tokenizer,
+            plan=self.plan,
+            pooling=cfg.pooling,
+            normalize=self.normalize,
+            max_length=self.max_length,
+            batch_size=cfg.model_batch_size or default_model_batch_size(self.plan.device),
+            sort_window=cfg.sort_window,
+            max_tokens=cfg.max_tokens_per_batch,
+            prefetch_depth=2 if self.plan.device == "cuda" else 0,
+        )
+        self.dim = self.encoder.dim
+        self._schema = text_schema(
+            self.dim, cfg.pooling, cfg.embedding_dtype, self.schema_metadata()
+        )
+        if cfg.use_cache:
+            self._cache = EmbeddingCache(cfg.cache_dir / "text", self._vector_settings())
+        self._counts = dict.fromkeys(
+            ("records", "ok", "failed", "cache_hits", "cache_misses", "truncated", "tokens"), 0
+        )
+        log.info(
+            "text model %s (sha256 %s) on %s/%s, pooling=%s, max_length=%d, normalize=%s",
+            self.source.model_id,
+            self.source.weights_sha256[:12],
+            self.plan.device,
+            self.plan.dtype,
+            cfg.pooling,
+            self.max_length,
+            self.normalize,
+        )
+
+    def _vector_settings(self) -> dict[str, Any]:
+        """Everything that changes a vector (not its storage dtype)."""
+        return {
+            "model": self.source.model_id,
+            "revision": self.source.revision,
+            "weights_sha256": self.source.weights_sha256,
+            "pooling": self.cfg.pooling,
+            "max_length": self.max_length,
+            "dtype": self.plan.dtype,
+            "normalize": self.normalize,
+        }
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            **self._vector_settings(),
+            "embedding_dtype": self.cfg.embedding_dtype,
+            "version": TEXT_STAGE_VERSION,
+        }
+
+    def schema_metadata(self) -> dict[str, str]:
+        """Provenance for the Parquet schema metadata, keys prefixed ``amtprep.text.``."""
+        values = {
+            **self.fingerprint(),
+            "dim": self.dim,
+            "amtprep_version": amtprep.__version__,
+        }
+        return {METADATA_PREFIX + key: _metadata_text(value) for key, value in values.items()}
+
+    def schema(self) -> pa.Schema:
+        return self._schema
+
+    def process(self, records: Sequence[Record]) -> pa.Table:
+        n = len(records)
+        failures = [caption_failure(r) for r in records]
+        todo = [i for i, failure in enumerate(failures) if failure is None]
+        results: list[CachedEmbedding | None] = [None] * n
+        captions = [records[i].caption for i in todo]
+        hits = self._cache.get_many(captions) if self._cache else [None] * len(todo)
+        misses = [k for k, hit in enumerate(hits) if hit is None]
+        for k, hit in zip(todo, hits, strict=True):
+            results[k] = hit
+        if misses:
+            fresh = self._encode([captions[k] for k in misses])
+            for k, entry in zip(misses, fresh, strict=True):
+                results[todo[k]] = entry
+            if self._cache:
+                self._cache.set_many([captions[k] for k in misses], fresh)
+        self._count(failures, results, hits=len(todo) - len(misses), misses=len(misses))
+        return self._table(records, failures, results)
+
+    def _encode(self, captions: list[str]) -> list[CachedEmbedding]:
+        encoded = self.encoder.encode(captions)
+        rows = encoded.vectors if encoded.vectors is not None else encoded.token_vectors
+        return [
+            CachedEmbedding(int(t), bool(c), v)
+            for t, c, v in zip(encoded.n_tokens, encoded.truncated, rows, strict=True)
+        ]
+
+    def _count(
+        self,
+        failures: list[RecordFailure | None],
+        results: list[CachedEmbedding | None],
+        *,
+        hits: int,
+        misses: int,
+    ) -> None:
+        done = [r for r in results if r is not None]
+        counts = self._counts
+        counts["records"] += len(failures)
+        counts["ok"] += len(done)
+        counts["failed"] += len(failures) - len(done)
+        counts["cache_hits"] += hits if self._cache else 0
+        counts["cache_misses"] += misses if self._cache else 0
+        counts["truncated"] += sum(r.truncated for r in done)
+        counts["tokens"] += sum(r.n_tokens for r in done)
+
+    def _table(
+        self,
+        records: Sequence[Record],
+        failures: list[RecordFailure | None],
+        results: list[CachedEmbedding | None],
+    ) -> pa.Table:
+        valid = np.array([r is not None for r in results], dtype=bool)
+        if self.cfg.pooling == "none":
+            embedding = token_embedding_array(
+                [r.vector if r else None for r in results], valid, self.dim
+            )
+        else:
+            vectors = np.zeros((len(records), self.dim), dtype=np.float32)
+            for i, r in enumerate(results):
+                if r is not None:
+                    vectors[i] = r.vector
+            embedding = embedding_array(vectors, valid, self.cfg.embedding_dtype)
+        columns = {
+            "idx": pa.array([r.idx for r in records], pa.int64()),
+            "id": pa.array([r.id for r in records], pa.string()),
+            "status": pa.array([STATUS_FAILED if f else STATUS_OK for f in failures], pa.string()),
+            "error_type": pa.array([f.error_type if f else None for f in failures], pa.string()),
+            "error": pa.array([f.error if f else None for f in failures], pa.string()),
+            "caption": pa.array([r.caption for r in records], pa.string()),
+            "n_tokens": pa.array([r.n_tokens if r else None for r in results], pa.int32()),
+            "truncated": pa.array([r.truncated if r else None for r in results], pa.bool_()),
+            "embedding": embedding,
+        }
+        return pa.Table.from_arrays(list(columns.values()), schema=self.schema())
+
+    def counters(self) -> dict[str, int]:
+        return dict(self._counts)
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None

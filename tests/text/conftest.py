@@ -1,0 +1,85 @@
+"""Fixtures for the text stage: tiny random BERTs with the real MiniLM tokenizer, and records."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from amtprep.records import Record
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+)
+
+CAPTIONS = [
+    "A melodic and uplifting pop song in C major with piano, acoustic guitar and soft drums at 110 BPM.",
+    "Dark ambient piece.",
+    "This energetic electronic track features a pulsing synth bass, bright lead synthesizer and "
+    "driving four-on-the-floor drums; it stays in A minor at 128 beats per minute with a 4/4 "
+    "time signature, and the chord progression Am, F, C, G repeats throughout.",
+    "Slow jazz ballad, Bb major, saxophone and brushed drums.",
+    "A short classical piece for solo piano in 3/4 time, gentle and reflective.",
+    "Rock",
+    "An epic orchestral soundtrack with strings, brass and timpani building to a dramatic climax.",
+    "Lo-fi hip hop beat with jazzy electric piano chords, vinyl crackle feel and laid-back swing.",
+    "Folk song: fingerpicked guitar, fiddle, and a warm bass line in G major at a moderate tempo.",
+    "A fast, aggressive metal track in E minor with distorted guitars and double bass drums.",
+]
+
+
+def make_tiny_bert(folder: Path, seed: int, *, max_position_embeddings: int = 128) -> Path:
+    """A 2-layer, 32-wide random BERT saved with the packaged MiniLM tokenizer files."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from amtprep.text.model import default_model_dir
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        vocab_size=30522,
+        max_position_embeddings=max_position_embeddings,
+    )
+    BertModel(config).save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        shutil.copy(default_model_dir() / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("other_tiny_bert"), seed=1)
+
+
+def make_records(captions: Sequence[str | None], start: int = 0, **fields) -> list[Record]:
+    return [
+        Record(
+            idx=start + i,
+            id=f"r{start + i}",
+            midi_path=f"{start + i}.mid",
+            resolved_path=f"/data/{start + i}.mid",
+            caption=caption,
+            **fields,
+        )
+        for i, caption in enumerate(captions)
+    ]
+
+
+@pytest.fixture
+def records() -> Callable[..., list[Record]]:
+    return make_records
