@@ -332,8 +332,13 @@ def _has_binary(t: pa.DataType) -> bool:
 
 
 def _is_plain(t: pa.DataType) -> bool:
+    """True when ``to_pylist`` already gives JSON-ready values (lists of str, structs of int...)."""
     if pa.types.is_dictionary(t):
         t = t.value_type
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _is_plain(t.value_type)
+    if pa.types.is_struct(t):
+        return all(_is_plain(t.field(i).type) for i in range(t.num_fields))
     return (
         pa.types.is_string(t)
         or pa.types.is_large_string(t)
