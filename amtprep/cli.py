@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -176,6 +177,8 @@ def setup_logging(level: str, output_dir: Path | None) -> None:
             root.addHandler(fh)
         except OSError:
             pass  # an unwritable output dir is reported by the pipeline with a fix
+    # transformers draws its own weight-loading bar; ours are the ones the operator needs
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     for noisy in ("transformers", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

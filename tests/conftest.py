@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -48,45 +44,3 @@ def corpus(tmp_path) -> Path:
 
     return generate(tmp_path / "corpus", n=30, seed=1)
 
-
-def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python process.py ARGS`` as a user would, from the repository root."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run(
-        [sys.executable, str(REPO / "process.py"), *args],
-        cwd=REPO,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def read_final(output_dir: Path):
-    """The final rows and failures of a run as pyarrow tables (final shards in name order)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    files = sorted((output_dir / "final").glob("data-*.parquet"))
-    final = pa.concat_tables([pq.read_table(f) for f in files]) if files else None
-    failures = pq.read_table(output_dir / "final" / "failures.parquet")
-    return final, failures
-
-
-def assert_same_output(a: Path, b: Path, atol: float = 1e-5) -> None:
-    """Same final rows and failures; embeddings equal to ``atol`` (batch composition may differ)."""
-    import numpy as np
-
-    fa, xa = read_final(a)
-    fb, xb = read_final(b)
-    assert fa.num_rows == fb.num_rows
-    assert fa.column_names == fb.column_names
-    for name in fa.column_names:
-        if name == "embedding":
-            ea = np.asarray(fa.column(name).combine_chunks().values.to_numpy(zero_copy_only=False))
-            eb = np.asarray(fb.column(name).combine_chunks().values.to_numpy(zero_copy_only=False))
-            np.testing.assert_allclose(ea, eb, atol=atol, rtol=0)
-        else:
-            assert fa.column(name).to_pylist() == fb.column(name).to_pylist(), name
-    drop = ["processed_at"]
-    assert xa.drop_columns(drop).to_pylist() == xb.drop_columns(drop).to_pylist()

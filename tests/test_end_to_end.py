@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, assert_same_output, read_final, run_cli
 
 from amtprep.cli import main
+from tests.helpers import REPO, assert_same_output, read_final, run_cli
 
 
 def _args(corpus: Path, out: Path, model: Path, *extra: str) -> list[str]:
