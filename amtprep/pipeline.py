@@ -20,7 +20,7 @@ from amtprep import __version__
 from amtprep.config import RunConfig
 from amtprep.errors import CheckpointError, FingerprintMismatchError, Interrupted, OutputDirError
 from amtprep.io.ledger import StageLedger
-from amtprep.io.lock import OutputLock
+from amtprep.io.lock import LOCK_NAME, OutputLock
 from amtprep.runner import StageResult, StageRunner
 from amtprep.signals import StopFlag
 
@@ -126,6 +126,7 @@ def run(cfg: RunConfig) -> RunSummary:
     summary = RunSummary()
     _prepare_output_dir(cfg)
     source = _open_source(cfg)
+    lock_existed = (cfg.output_dir / LOCK_NAME).exists()
     with OutputLock(cfg.output_dir), StopFlag() as stop:
         if cfg.force_restart:
             for p in reset_outputs(cfg):
@@ -135,6 +136,7 @@ def run(cfg: RunConfig) -> RunSummary:
         work = [s for s in WORK_STAGES if s in cfg.stages]
         ledgers = {s: StageLedger(s, cfg.shard_dir(s), cfg.checkpoint_path(s)) for s in WORK_STAGES}
         found_any = False
+        previous_run = lock_existed  # a run started here before, but committed nothing
         for name, ledger in ledgers.items():
             rec = ledger.recover()
             found_any |= rec.source != "fresh"
@@ -148,11 +150,13 @@ def run(cfg: RunConfig) -> RunSummary:
                     ledger.checkpoint.processed if ledger.checkpoint else 0,
                     total,
                 )
-        if cfg.mode == "continue" and not found_any:
+        if cfg.mode == "continue" and not found_any and not previous_run:
             raise CheckpointError(
                 f"--mode continue: no checkpoint or committed shards in {cfg.output_dir}; "
                 "start a new run with --mode process"
             )
+        if cfg.mode == "continue" and not found_any:
+            log.warning("the previous run here committed no batch before it stopped; starting from the first record")
         try:
             for name in work:
                 if stop.requested:
