@@ -77,7 +77,9 @@ class Encoder:
         self.dim = int(model.config.hidden_size)
         self.model_batches = 0
         # Weights are shared with ``model``; build after any device/dtype cast of the model.
-        self._packed = PackedBert(model) if packed and PackedBert.supports(model) else None
+        self._packed = None
+        if packed and PackedBert.supports(model):
+            self._packed = PackedBert(model, matmul_dtype=self._autocast_dtype())
 
     def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
         """Token ids per text (truncated to ``max_length``, no padding) and a truncated flag each."""
@@ -93,17 +95,17 @@ class Encoder:
         truncated = [bool(enc.overflowing) for enc in encoding.encodings]
         return encoding["input_ids"], truncated
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.plan.autocast:
-            dtype = torch.bfloat16 if self.plan.dtype == "bf16" else torch.float16
-            return torch.autocast(self.plan.device, dtype=dtype)
-        return contextlib.nullcontext()
+    def _autocast_dtype(self) -> torch.dtype | None:
+        if not self.plan.autocast:
+            return None
+        return torch.bfloat16 if self.plan.dtype == "bf16" else torch.float16
 
     def _forward(self, batch: ModelBatch) -> torch.Tensor:
         self.model_batches += 1
-        with self._autocast():
-            if self._packed is not None:
-                return self._packed(batch.input_ids, batch.attention_mask)
+        if self._packed is not None:  # casts its own weights; needs no autocast
+            return self._packed(batch.input_ids, batch.attention_mask)
+        dtype = self._autocast_dtype()
+        with torch.autocast(self.plan.device, dtype=dtype) if dtype else contextlib.nullcontext():
             out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         return out.last_hidden_state
 

@@ -1,6 +1,6 @@
 """A BERT forward pass over real tokens only ("packed"), with the model's own weights.
 
-Public API: ``PackedBert.supports(model)``, ``PackedBert(model)``, called as
+Public API: ``PackedBert.supports(model)``, ``PackedBert(model, matmul_dtype=None)``, called as
 ``packed(input_ids, attention_mask) -> last_hidden_state``.
 
 Why: on CPU ~80% of the time is the dense layers, whose cost is proportional to the tokens they
@@ -8,7 +8,8 @@ see. Hugging Face runs them over padding too; a runner batch of 64 captions sort
 pads ~10% (a 300-caption sort pads ~3%). Here every dense layer, LayerNorm and GELU runs on a
 ``[real_tokens, D]`` matrix and only attention, a small share, sees the padded ``[B, H, T, d]``
 layout. The math is the model's: vectors agree with ``model(...)`` to float rounding (tested).
-Query, key and value projections are fused into one matmul.
+Query, key and value projections are fused into one matmul. For bf16 on CPU the dense weights are
+cast once instead of by autocast on every call.
 """
 
 from __future__ import annotations
@@ -32,7 +33,17 @@ class PackedBert:
             and not getattr(config, "is_decoder", False)
         )
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, matmul_dtype: torch.dtype | None = None) -> None:
+        """``matmul_dtype`` (e.g. bf16 on CPU) casts the dense weights once, doing what autocast
+        does (bf16 matmuls, fp32 LayerNorm and residual sums) without re-casting every weight
+        on every call."""
+
+        def dense(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            weight, bias = weight.detach(), bias.detach()
+            if matmul_dtype is not None:
+                weight, bias = weight.to(matmul_dtype), bias.to(matmul_dtype)
+            return weight, bias
+
         embeddings = model.embeddings
         self.word = embeddings.word_embeddings
         self.position = embeddings.position_embeddings
@@ -45,13 +56,15 @@ class PackedBert:
             attn = layer.attention.self
             self.layers.append(
                 (
-                    torch.cat([attn.query.weight, attn.key.weight, attn.value.weight]).detach(),
-                    torch.cat([attn.query.bias, attn.key.bias, attn.value.bias]).detach(),
-                    layer.attention.output.dense,
+                    dense(
+                        torch.cat([attn.query.weight, attn.key.weight, attn.value.weight]),
+                        torch.cat([attn.query.bias, attn.key.bias, attn.value.bias]),
+                    ),
+                    dense(layer.attention.output.dense.weight, layer.attention.output.dense.bias),
                     layer.attention.output.LayerNorm,
-                    layer.intermediate.dense,
+                    dense(layer.intermediate.dense.weight, layer.intermediate.dense.bias),
                     layer.intermediate.intermediate_act_fn,
-                    layer.output.dense,
+                    dense(layer.output.dense.weight, layer.output.dense.bias),
                     layer.output.LayerNorm,
                 )
             )
@@ -67,15 +80,21 @@ class PackedBert:
         width = x.shape[1]
         head_dim = width // self.heads
         keys_allowed = real[:, None, None, :]  # [B, 1, 1, T]: padding is never attended to
-        for qkv_w, qkv_b, attn_out, attn_norm, up, act, down, out_norm in self.layers:
-            qkv = F.linear(x, qkv_w, qkv_b)
+        for qkv, attn_out, attn_norm, up, act, down, out_norm in self.layers:
+            qkv = _linear(x, qkv)
             grid = qkv.new_zeros(batch * length, qkv.shape[1])
             grid.index_copy_(0, flat_index, qkv)
             q, k, v = grid.view(batch, length, 3, self.heads, head_dim).permute(2, 0, 3, 1, 4)
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=keys_allowed)
             context = context.transpose(1, 2).reshape(batch * length, width)[flat_index]
-            x = attn_norm(attn_out(context) + x)
-            x = out_norm(down(act(up(x))) + x)
+            # Residual sums and LayerNorm in the activations' dtype (fp32 under bf16 matmuls).
+            x = attn_norm(_linear(context, attn_out) + x)
+            x = out_norm(_linear(act(_linear(x, up)), down) + x)
         hidden = x.new_zeros(batch * length, width)
         hidden.index_copy_(0, flat_index, x)
         return hidden.view(batch, length, width)
+
+
+def _linear(x: torch.Tensor, weight_bias: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    weight, bias = weight_bias
+    return F.linear(x.to(weight.dtype), weight, bias)

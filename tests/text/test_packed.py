@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, RobertaConfig, RobertaModel
 
+from amtprep.text.device import cpu_bf16_supported
 from amtprep.text.packed import PackedBert
 
 from .conftest import CAPTIONS
@@ -40,3 +41,17 @@ def test_packed_refuses_other_position_schemes():
         )
     )
     assert not PackedBert.supports(roberta)
+
+
+@pytest.mark.skipif(not cpu_bf16_supported(), reason="this CPU has no fast bf16")
+def test_packed_bf16_matches_autocast(model_and_batch):
+    model, batch = model_and_batch
+    mask = batch["attention_mask"]
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+    with torch.inference_mode():
+        got = PackedBert(model, matmul_dtype=torch.bfloat16)(batch["input_ids"], mask)
+    real = mask.bool()
+    assert got.dtype == torch.float32
+    # Same bf16 matmuls as autocast; only summation order may differ.
+    torch.testing.assert_close(got[real], expected[real].float(), atol=2e-2, rtol=0)
