@@ -173,6 +173,7 @@ def test_float16_storage_and_parquet_options(tiny_bert, tmp_path):
     )
     assert "PLAIN_DICTIONARY" not in column_meta.encodings
     assert "RLE_DICTIONARY" not in column_meta.encodings
+    assert "BYTE_STREAM_SPLIT" in column_meta.encodings
     np.testing.assert_array_equal(_vectors(pq.read_table(path)), _vectors(table))
 
 
