@@ -3,7 +3,8 @@
 Public API: ``TextStage`` (the stage), ``parquet_write_options(schema)`` (kwargs for writing its
 tables), ``caption_failure(record)``. Modules: ``model`` (find/check/load), ``device`` (where and
 in which precision), ``batching`` + ``pipeline`` (tokenise, sort, pad, prefetch), ``encoder``
-(run + pool), ``cache``, ``arrow`` (schema and columns), ``stage``.
+(run + pool), ``packed`` (BERT forward over real tokens only), ``cache``, ``arrow`` (schema and
+columns), ``stage``.
 """
 
 from amtprep.text.arrow import parquet_write_options

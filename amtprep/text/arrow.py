@@ -77,19 +77,22 @@ def token_embedding_array(
 def parquet_write_options(schema: pa.Schema) -> dict[str, Any]:
     """Keyword arguments for ``pq.write_table`` / ``pq.ParquetWriter`` on a text table.
 
-    Dictionary encoding stays on for the string columns, where it pays, and is off for the
-    embedding, where it makes files larger and writes slower (DESIGN.md). BYTE_STREAM_SPLIT
-    lets zstd find the float exponent bytes; see bench/README.md "Text stage" for the figures.
+    Dictionary encoding stays on for the other columns and is off for float columns, where it
+    makes files larger and writes slower (DESIGN.md). Floats are BYTE_STREAM_SPLIT, which lets
+    zstd compress the exponent bytes (figures in bench/README.md "Text stage").
     """
-    float_columns = [f.name for f in schema if _is_float_column(f.type)]
+    float_leaves = {f.name: _float_leaf_path(f) for f in schema}
+    float_leaves = {name: path for name, path in float_leaves.items() if path}
     return {
-        "use_dictionary": [f.name for f in schema if f.name not in float_columns],
-        "column_encoding": {name: "BYTE_STREAM_SPLIT" for name in float_columns},
+        "use_dictionary": [f.name for f in schema if f.name not in float_leaves],
+        "column_encoding": dict.fromkeys(float_leaves.values(), "BYTE_STREAM_SPLIT"),
         "compression": "zstd",
     }
 
 
-def _is_float_column(data_type: pa.DataType) -> bool:
+def _float_leaf_path(field: pa.Field) -> str | None:
+    """Parquet leaf path (``embedding.list.element``) of a float column, else None."""
+    path, data_type = field.name, field.type
     while pa.types.is_list(data_type) or pa.types.is_fixed_size_list(data_type):
-        data_type = data_type.value_type
-    return pa.types.is_floating(data_type)
+        path, data_type = f"{path}.list.element", data_type.value_type
+    return path if pa.types.is_floating(data_type) else None

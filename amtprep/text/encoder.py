@@ -1,7 +1,7 @@
 """Captions in, pooled vectors (or per-token states) out, in input order.
 
 Public API: ``Encoded``, ``Encoder(model, tokenizer, *, plan, pooling, normalize, max_length,
-batch_size, sort_window, max_tokens=None, prefetch_depth=0)`` with ``.dim``, ``.tokenize(texts)``,
+batch_size, sort_window, max_tokens=None, prefetch_depth=0, packed=True)`` with ``.dim``, ``.tokenize(texts)``,
 ``.encode(texts)``; pooling helpers ``mean_pool``, ``cls_pool``.
 
 Speed on CPU comes from work not done: each caption is tokenised once without padding, batches
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from amtprep.text.device import ComputePlan
+from amtprep.text.packed import PackedBert
 from amtprep.text.pipeline import ModelBatch, iter_model_batches, prefetch, to_device
 
 POOLINGS = ("mean", "cls", "none")
@@ -59,6 +60,7 @@ class Encoder:
         sort_window: int,
         max_tokens: int | None = None,
         prefetch_depth: int = 0,
+        packed: bool = True,
     ) -> None:
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -74,6 +76,10 @@ class Encoder:
         self.prefetch_depth = prefetch_depth
         self.dim = int(model.config.hidden_size)
         self.model_batches = 0
+        # Weights are shared with ``model``; build after any device/dtype cast of the model.
+        self._packed = None
+        if packed and PackedBert.supports(model):
+            self._packed = PackedBert(model, matmul_dtype=self._autocast_dtype())
 
     def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
         """Token ids per text (truncated to ``max_length``, no padding) and a truncated flag each."""
@@ -89,16 +95,18 @@ class Encoder:
         truncated = [bool(enc.overflowing) for enc in encoding.encodings]
         return encoding["input_ids"], truncated
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.plan.autocast:
-            dtype = torch.bfloat16 if self.plan.dtype == "bf16" else torch.float16
-            return torch.autocast(self.plan.device, dtype=dtype)
-        return contextlib.nullcontext()
+    def _autocast_dtype(self) -> torch.dtype | None:
+        if not self.plan.autocast:
+            return None
+        return torch.bfloat16 if self.plan.dtype == "bf16" else torch.float16
 
     def _forward(self, batch: ModelBatch) -> torch.Tensor:
-        with self._autocast():
-            out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         self.model_batches += 1
+        if self._packed is not None:  # casts its own weights; needs no autocast
+            return self._packed(batch.input_ids, batch.attention_mask)
+        dtype = self._autocast_dtype()
+        with torch.autocast(self.plan.device, dtype=dtype) if dtype else contextlib.nullcontext():
+            out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         return out.last_hidden_state
 
     def encode(self, texts: Sequence[str]) -> Encoded:

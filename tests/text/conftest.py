@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from amtprep.records import Record
@@ -64,6 +65,12 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def other_tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("other_tiny_bert"), seed=1)
+
+
+def embedding_matrix(table) -> np.ndarray:
+    """The embedding column of a stage table as an ``[N, D]`` array."""
+    column = table.column("embedding").combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(table), -1)
 
 
 def make_records(captions: Sequence[str | None], start: int = 0, **fields) -> list[Record]:

@@ -10,7 +10,7 @@ from amtprep.text import TextStage
 from amtprep.text.device import cpu_bf16_supported
 from amtprep.text.model import default_model_dir
 
-from .conftest import make_records
+from .conftest import embedding_matrix, make_records
 
 pytestmark = pytest.mark.real_model
 
@@ -46,10 +46,6 @@ def default_stage():
     return TextStage(TextConfig(model_batch_size=8, sort_window=2))
 
 
-def _vectors(table):
-    return table.column("embedding").combine_chunks().flatten().to_numpy().reshape(len(table), -1)
-
-
 def test_default_model_matches_sentence_transformers(default_stage):
     from sentence_transformers import SentenceTransformer
 
@@ -57,7 +53,7 @@ def test_default_model_matches_sentence_transformers(default_stage):
         MIDICAPS_STYLE, batch_size=32, convert_to_numpy=True
     )
     table = default_stage.process(make_records(MIDICAPS_STYLE))
-    ours = _vectors(table)
+    ours = embedding_matrix(table)
     assert ours.shape == (len(MIDICAPS_STYLE), 384)
     cosine = (ours * reference).sum(axis=1) / (
         np.linalg.norm(ours, axis=1) * np.linalg.norm(reference, axis=1)
@@ -74,6 +70,6 @@ def test_default_model_matches_sentence_transformers(default_stage):
 def test_bf16_on_cpu_stays_close_to_fp32(default_stage):
     bf16 = TextStage(TextConfig(dtype="bf16"))
     assert bf16.fingerprint()["dtype"] == "bf16"
-    fast = _vectors(bf16.process(make_records(MIDICAPS_STYLE)))
-    exact = _vectors(default_stage.process(make_records(MIDICAPS_STYLE)))
+    fast = embedding_matrix(bf16.process(make_records(MIDICAPS_STYLE)))
+    exact = embedding_matrix(default_stage.process(make_records(MIDICAPS_STYLE)))
     assert ((fast * exact).sum(axis=1)).min() >= 0.999

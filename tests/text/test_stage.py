@@ -13,18 +13,13 @@ from amtprep.config import TextConfig
 from amtprep.stages import BASE_FIELDS
 from amtprep.text import TextStage, parquet_write_options
 
-from .conftest import CAPTIONS, make_records
-
-
-def _vectors(table: pa.Table) -> np.ndarray:
-    column = table.column("embedding").combine_chunks()
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(table), -1)
+from .conftest import CAPTIONS, embedding_matrix, make_records
 
 
 @pytest.fixture(scope="module")
 def reference(tiny_bert):
     stage = TextStage(TextConfig(model=str(tiny_bert), model_batch_size=1, sort_window=1))
-    return _vectors(stage.process(make_records(CAPTIONS)))
+    return embedding_matrix(stage.process(make_records(CAPTIONS)))
 
 
 @pytest.mark.parametrize(
@@ -45,7 +40,7 @@ def test_vectors_do_not_depend_on_batching_or_order(
     order = list(range(len(CAPTIONS)))
     random.Random(batch_size).shuffle(order)
     table = stage.process(make_records([CAPTIONS[i] for i in order]))
-    np.testing.assert_allclose(_vectors(table), reference[order], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(embedding_matrix(table), reference[order], atol=1e-5, rtol=0)
     assert table.column("idx").to_pylist() == list(range(len(CAPTIONS)))
 
 
@@ -107,23 +102,23 @@ def test_cache_hits_on_second_run_with_the_same_vectors(tiny_bert, tmp_path):
     warm = second.process(make_records([*CAPTIONS, "A new caption, never seen."]))
     assert second.counters()["cache_hits"] == len(CAPTIONS)
     assert second.counters()["cache_misses"] == 1
-    np.testing.assert_array_equal(_vectors(warm)[:-1], _vectors(cold))
+    np.testing.assert_array_equal(embedding_matrix(warm)[:-1], embedding_matrix(cold))
     assert warm.column("n_tokens").to_pylist()[:-1] == cold.column("n_tokens").to_pylist()
     second.close()
 
 
-def test_cache_never_serves_another_models_vectors(tiny_bert, other_tiny_bert, tmp_path):
+def test_cache_never_serves_another_modelsembedding_matrix(tiny_bert, other_tiny_bert, tmp_path):
     # Same folder name, different weights: only the weights hash tells them apart.
     folder = tmp_path / "model"
     folder.symlink_to(tiny_bert)
     cfg = TextConfig(model=str(folder), use_cache=True, cache_dir=tmp_path / "cache")
     stage = TextStage(cfg)
-    before = _vectors(stage.process(make_records(CAPTIONS)))
+    before = embedding_matrix(stage.process(make_records(CAPTIONS)))
     stage.close()
     folder.unlink()
     folder.symlink_to(other_tiny_bert)
     stage = TextStage(cfg)
-    after = _vectors(stage.process(make_records(CAPTIONS)))
+    after = embedding_matrix(stage.process(make_records(CAPTIONS)))
     assert stage.counters()["cache_hits"] == 0
     assert np.abs(after - before).max() > 1e-3
     stage.close()
@@ -154,7 +149,7 @@ def test_pooling_none_round_trips_through_parquet(tiny_bert, tmp_path):
         np.testing.assert_array_equal(states, with_model)
     # The states are the model's: their mean is what mean pooling gives (normalize off).
     mean_stage = TextStage(TextConfig(model=str(tiny_bert), normalize=False))
-    mean_vec = _vectors(mean_stage.process(make_records([CAPTIONS[0]])))[0]
+    mean_vec = embedding_matrix(mean_stage.process(make_records([CAPTIONS[0]])))[0]
     states = np.array(rows[0]["embedding"], dtype=np.float32)
     np.testing.assert_allclose(states.mean(axis=0), mean_vec, atol=2e-3)
 
@@ -173,10 +168,11 @@ def test_float16_storage_and_parquet_options(tiny_bert, tmp_path):
     )
     assert "PLAIN_DICTIONARY" not in column_meta.encodings
     assert "RLE_DICTIONARY" not in column_meta.encodings
-    np.testing.assert_array_equal(_vectors(pq.read_table(path)), _vectors(table))
+    assert "BYTE_STREAM_SPLIT" in column_meta.encodings
+    np.testing.assert_array_equal(embedding_matrix(pq.read_table(path)), embedding_matrix(table))
 
 
-def test_fingerprint_tracks_settings_that_change_vectors(tiny_bert, other_tiny_bert):
+def test_fingerprint_tracks_settings_that_changeembedding_matrix(tiny_bert, other_tiny_bert):
     base = TextStage(TextConfig(model=str(tiny_bert))).fingerprint()
     assert TextStage(TextConfig(model=str(tiny_bert))).fingerprint() == base
     for cfg in (
