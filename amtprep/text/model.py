@@ -186,7 +186,9 @@ def load_model(source: ModelSource, plan: ComputePlan) -> tuple[Any, Any]:
     """
     import torch
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # its weight-loading bar would break our progress display
     fix = "fix: use a BERT-style encoder folder with config.json, tokenizer files and weights"
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, local_files_only=True)
