@@ -202,6 +202,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "amtprep", default_mo
         with logging_redirect_tqdm():
             summary = run(cfg)
     except Interrupted as exc:
+        _print_progress(args)
         print(f"{prog}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -233,6 +234,14 @@ def _print_summary(summary) -> None:
             s["failed_records"],
             summary.wall_time,
         )
+
+
+def _print_progress(args: argparse.Namespace) -> None:
+    from amtprep.status import format_status, stage_status
+
+    paths = _checkpoint_paths(args)
+    statuses = [stage_status(s, paths[s], args.output_dir / s) for s in ("midi", "text")]
+    print(format_status(args.output_dir, statuses), file=sys.stderr)
 
 
 def _checkpoint_paths(args: argparse.Namespace) -> dict[str, Path]:

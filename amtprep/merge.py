@@ -2,7 +2,7 @@
 
 Output (written to ``<dest>.incomplete`` and renamed when whole, so a reader never sees half of
 it): ``data-00000-of-0000N.parquet`` with one row per record that succeeded in both stages,
-ordered by idx, and ``failures.parquet`` with one row per (record, stage) that failed. Every idx
+ordered by idx, and ``failures.parquet`` (beside ``dest``) with one row per (record, stage) that failed. Every idx
 of the covered range lands in exactly one of the two. Only shards the checkpoints name are
 read — never a folder glob.
 
@@ -54,6 +54,7 @@ FAILURE_SCHEMA = pa.schema(
 class MergeResult:
     dest: Path
     files: list[Path]
+    failures_file: Path
     rows: int
     failures: int  # failure rows (one per record and stage)
     failed_records: int
@@ -184,6 +185,7 @@ def merge_stages(
     *,
     rows_per_shard: int = 10_000,
     metadata: dict[bytes, bytes] | None = None,
+    failures_path: Path | None = None,
 ) -> MergeResult:
     """Write ``dest`` (final/ or partial/) from the committed shards of the "midi" and "text" stages.
 
@@ -275,6 +277,9 @@ def merge_stages(
             os.fsync(fh.fileno())
     fsync_dir(tmp)
     crashpoint(f"{dest.name}.written")
+    # failures live beside the data folder, so loaders globbing data_dir see only data files
+    failures_path = failures_path or dest.parent / f"{dest.name}_failures.parquet"
+    os.replace(tmp / "failures.parquet", failures_path)
     shutil.rmtree(dest, ignore_errors=True)
     crashpoint(f"{dest.name}.old_removed")
     tmp.rename(dest)
@@ -284,6 +289,7 @@ def merge_stages(
     return MergeResult(
         dest=dest,
         files=[dest / p.name for p in files],
+        failures_file=failures_path,
         rows=written,
         failures=failures,
         failed_records=failed_records,

@@ -87,7 +87,16 @@ def reset_outputs(cfg: RunConfig, stages: tuple[str, ...] = WORK_STAGES) -> list
         targets += [ck, ck.with_name(ck.name + ".bak"), cfg.shard_dir(st)]
     targets += [
         cfg.output_dir / n
-        for n in ("final", "final.incomplete", "partial", "partial.incomplete", "statistics.json", "report.html")
+        for n in (
+            "final",
+            "final.incomplete",
+            "partial",
+            "partial.incomplete",
+            "statistics.json",
+            "report.html",
+            "failures.parquet",
+            "partial_failures.parquet",
+        )
     ]
     for p in targets:
         if p.is_dir():
@@ -230,20 +239,48 @@ def _merge(cfg: RunConfig, source, ledgers: dict[str, StageLedger], total: int, 
         dest,
         rows_per_shard=cfg.rows_per_final_shard,
         metadata=meta,
+        failures_path=cfg.output_dir / ("failures.parquet" if kind == "final" else "partial_failures.parquet"),
     )
     stats = build_statistics(cfg, ledgers, res, total, merge_seconds=time.perf_counter() - t, partial=kind == "partial")
     stats_path = (cfg.output_dir / "statistics.json") if kind == "final" else dest / "statistics.json"
     stats_path.write_text(json.dumps(stats, indent=2, default=str) + "\n")
     summary.statistics = stats
+    _write_card_and_report(cfg, dest, res, stats, ledgers, kind)
     log.info("%s: %d rows in %d file(s), %d failure rows -> %s", kind, res.rows, len(res.files), res.failures, dest)
     return dest
 
 
+def _write_card_and_report(cfg: RunConfig, dest: Path, res, stats: dict, ledgers, kind: str) -> None:
+    from amtprep.card import write_dataset_card
+    from amtprep.report import write_report
+
+    settings = {
+        s: ledgers[s].checkpoint.settings for s in WORK_STAGES if ledgers[s].checkpoint is not None
+    }
+    counts = {
+        "rows": res.rows,
+        "failed_records": res.failed_records,
+        "failures_by_stage": {s: stats["stages"][s].get("failed", 0) for s in WORK_STAGES},
+    }
+    if res.schema is not None:
+        write_dataset_card(dest, res.schema, counts, settings)
+    report_dir = cfg.output_dir if kind == "final" else dest
+    write_report(report_dir, stats, list(res.files), res.failures_file)
+
+
 def _provenance(ledgers: dict[str, StageLedger]) -> dict[bytes, bytes]:
+    meta: dict[bytes, bytes] = {}
+    text = ledgers.get("text")
+    if text is not None and text.checkpoint is not None and text.checkpoint.shards:
+        import pyarrow.parquet as pq
+
+        shard_meta = pq.read_schema(text.shard_dir / text.checkpoint.shards[0].name).metadata or {}
+        meta.update({k: v for k, v in shard_meta.items() if k.startswith(b"amtprep.text.")})
     body = {"amtprep_version": __version__}
     for s, ledger in ledgers.items():
         if ledger.checkpoint is not None:
             body[f"{s}_settings"] = ledger.checkpoint.settings
             if s == "midi":
                 body["input"] = ledger.checkpoint.input
-    return {b"amtprep": json.dumps(body, sort_keys=True, default=str).encode()}
+    meta[b"amtprep"] = json.dumps(body, sort_keys=True, default=str).encode()
+    return meta

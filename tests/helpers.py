@@ -30,7 +30,7 @@ def read_final(output_dir: Path):
 
     files = sorted((output_dir / "final").glob("data-*.parquet"))
     final = pa.concat_tables([pq.read_table(f) for f in files]) if files else None
-    failures = pq.read_table(output_dir / "final" / "failures.parquet")
+    failures = pq.read_table(output_dir / "failures.parquet")
     return final, failures
 
 
