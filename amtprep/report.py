@@ -182,8 +182,9 @@ def _histogram(values: np.ndarray, title: str, xlabel: str, integer: bool, unit:
     folded = int((values > cap).sum()) if high > 2 * cap and cap > low else 0
     if folded:
         high = cap
-    if integer:  # whole-number bins centred on the values, at most ~60 of them
-        width = max(1, math.ceil((high - low + 1) / 60))
+    if integer:  # whole-number bins centred on the values; as many as the data supports, <= 60
+        auto = len(np.histogram_bin_edges(values[values <= high], bins="auto")) - 1
+        width = max(1, math.ceil((high - low + 1) / min(60, max(auto, 10))))
         edges = np.arange(math.floor(low), math.floor(high) + width + 1, width) - 0.5
     elif high > low:
         edges = np.histogram_bin_edges(values[values <= high], bins="auto")
@@ -203,6 +204,7 @@ def _histogram(values: np.ndarray, title: str, xlabel: str, integer: bool, unit:
     ax.set_title(f"{title} (n={values.size:,})")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("files")
+    ax.yaxis.get_major_locator().set_params(integer=True)  # counts of files: no "2.5 files"
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
 
