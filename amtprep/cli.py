@@ -25,6 +25,7 @@ def logging_redirect_tqdm():
 
     return redirect()
 
+
 log = logging.getLogger("amtprep")
 
 
@@ -61,27 +62,78 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
     _add(g, "midi_column", help="column with MIDI paths (default: location, midi_path or midi)")
     _add(g, "text_column", help="column with captions (default: caption or text)")
     _add(g, "id_column", help="column with record ids (default: id if present)")
-    _add(g, "midi_root", type=Path, help="base folder of relative MIDI paths (default: the input file's folder)")
+    _add(
+        g,
+        "midi_root",
+        type=Path,
+        help="base folder of relative MIDI paths (default: the input file's folder)",
+    )
     _add(g, "midi_checkpoint", type=Path, help="default: <output_dir>/midi_checkpoint.json")
     _add(g, "text_checkpoint", type=Path, help="default: <output_dir>/text_checkpoint.json")
-    _add(g, "rows_per_shard", type=_positive_int, default=10_000, help="rows per final Parquet file")
+    _add(
+        g, "rows_per_shard", type=_positive_int, default=10_000, help="rows per final Parquet file"
+    )
 
     g = p.add_argument_group("run control")
-    _add(g, "mode", choices=MODES, default="process", help="process (resumes if it can) or continue (requires a checkpoint)")
-    _add(g, "stages", type=_stages, default=STAGES, help="comma list of midi,text,merge (default: all)")
+    _add(
+        g,
+        "mode",
+        choices=MODES,
+        default="process",
+        help="process (resumes if it can) or continue (requires a checkpoint)",
+    )
+    _add(
+        g,
+        "stages",
+        type=_stages,
+        default=STAGES,
+        help="comma list of midi,text,merge (default: all)",
+    )
     _add(g, "batch_size", type=_positive_int, default=64)
-    _add(g, "checkpoint_interval", type=_positive_int, default=1, help="batches between checkpoint saves")
-    _add(g, "force_restart", action="store_true", help="discard checkpoints and shards (not the cache)")
-    _add(g, "save_partial", action="store_true", help="write <output_dir>/partial/ with what is done when the run stops")
+    _add(
+        g,
+        "checkpoint_interval",
+        type=_positive_int,
+        default=1,
+        help="batches between checkpoint saves",
+    )
+    _add(
+        g,
+        "force_restart",
+        action="store_true",
+        help="discard checkpoints and shards (not the cache)",
+    )
+    _add(
+        g,
+        "save_partial",
+        action="store_true",
+        help="write <output_dir>/partial/ with what is done when the run stops",
+    )
     _add(g, "retry_failed", action="store_true", help="re-run records that failed before")
     _add(g, "use_cache", action="store_true", help="reuse results cached by content (diskcache)")
     _add(g, "cache_dir", type=Path, default=None, help=f"default: {default_cache_dir()}")
-    _add(g, "log_level", type=str.lower, default="info", choices=["debug", "info", "warning", "error"])
+    _add(
+        g,
+        "log_level",
+        type=str.lower,
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+    )
     _add(g, "no_progress", action="store_true", help="no progress bar (log a line per batch)")
 
     g = p.add_argument_group("housekeeping (these act on --output_dir and exit)")
-    _add(g, "show_progress", action="store_true", help="print per-stage progress (safe while a run is going)")
-    _add(g, "list_checkpoints", action="store_true", help="list checkpoints and backups with time and position")
+    _add(
+        g,
+        "show_progress",
+        action="store_true",
+        help="print per-stage progress (safe while a run is going)",
+    )
+    _add(
+        g,
+        "list_checkpoints",
+        action="store_true",
+        help="list checkpoints and backups with time and position",
+    )
     _add(
         g,
         "reset_progress",
@@ -98,8 +150,15 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
     _add(g, "file_timeout", type=float, default=60.0, help="seconds allowed to parse one MIDI file")
 
     g = p.add_argument_group("text stage")
-    _add(g, "text_model", help="Hugging Face id or local folder (default: packaged all-MiniLM-L6-v2)")
-    _add(g, "use_gpu", action="store_true", help="use CUDA when available (fp16/bf16, larger batches)")
+    _add(
+        g, "text_model", help="Hugging Face id or local folder (default: packaged all-MiniLM-L6-v2)"
+    )
+    _add(
+        g,
+        "use_gpu",
+        action="store_true",
+        help="use CUDA when available (fp16/bf16, larger batches)",
+    )
     _add(g, "dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
     _add(g, "pooling", choices=["mean", "cls", "none"], default="mean")
     _add(g, "normalize", action=argparse.BooleanOptionalAction, default=None)
@@ -112,7 +171,9 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.input_file is None:
-        raise ConfigError("--input_file is required (a .json, .jsonl, .csv or .parquet paired file)")
+        raise ConfigError(
+            "--input_file is required (a .json, .jsonl, .csv or .parquet paired file)"
+        )
     cache_dir = args.cache_dir or default_cache_dir()
     midi = MidiConfig(
         backend=args.midi_backend,
@@ -173,7 +234,9 @@ def setup_logging(level: str, output_dir: Path | None) -> None:
             output_dir.mkdir(parents=True, exist_ok=True)
             fh = logging.FileHandler(output_dir / "amtprep.log")
             fh.setLevel(logging.DEBUG if level == "debug" else logging.INFO)
-            fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+            fh.setFormatter(
+                logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+            )
             root.addHandler(fh)
         except OSError:
             pass  # an unwritable output dir is reported by the pipeline with a fix
@@ -183,7 +246,9 @@ def setup_logging(level: str, output_dir: Path | None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str = "amtprep", default_mode: str | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, prog: str = "amtprep", default_mode: str | None = None
+) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(prog)
     if default_mode is not None:
@@ -206,7 +271,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "amtprep", default_mo
         print(f"{prog}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; committed batches are kept, resume with --mode continue", file=sys.stderr)
+        print(
+            f"{prog}: interrupted; committed batches are kept, resume with --mode continue",
+            file=sys.stderr,
+        )
         return 130
     except AmtprepError as exc:
         if debug:
@@ -216,7 +284,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "amtprep", default_mo
     except Exception as exc:  # last resort: one line for the operator, the traceback in debug
         if debug:
             traceback.print_exc()
-        print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} (rerun with --log_level debug for details)", file=sys.stderr)
+        print(
+            f"{prog}: unexpected error: {type(exc).__name__}: {exc} (rerun with --log_level debug for details)",
+            file=sys.stderr,
+        )
         return 1
     _print_summary(summary)
     return 0
@@ -224,7 +295,13 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "amtprep", default_mo
 
 def _print_summary(summary) -> None:
     for name, res in summary.results.items():
-        log.info("%s stage: %d processed this run (%d failed) in %.1f s", name, res.processed, res.failed, res.seconds)
+        log.info(
+            "%s stage: %d processed this run (%d failed) in %.1f s",
+            name,
+            res.processed,
+            res.failed,
+            res.seconds,
+        )
     if summary.final_dir is not None and summary.statistics:
         s = summary.statistics
         log.info(
@@ -264,7 +341,12 @@ def _housekeeping(args: argparse.Namespace) -> int:
         if not out.is_dir():
             print(f"nothing to reset: {out} does not exist")
             return 0
-        cfg = RunConfig(input_file=Path("-"), output_dir=out, midi_checkpoint=args.midi_checkpoint, text_checkpoint=args.text_checkpoint)
+        cfg = RunConfig(
+            input_file=Path("-"),
+            output_dir=out,
+            midi_checkpoint=args.midi_checkpoint,
+            text_checkpoint=args.text_checkpoint,
+        )
         stages = ("midi", "text") if args.reset_progress == "all" else (args.reset_progress,)
         try:
             with OutputLock(out):

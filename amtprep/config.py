@@ -53,7 +53,9 @@ class RunConfig:
     mode: str = "process"
     stages: tuple[str, ...] = STAGES
     batch_size: int = 64
-    checkpoint_interval: int = 1  # batches between checkpoint saves (shards are committed each batch)
+    checkpoint_interval: int = (
+        1  # batches between checkpoint saves (shards are committed each batch)
+    )
     force_restart: bool = False
     save_partial: bool = False
     retry_failed: bool = False

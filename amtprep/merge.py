@@ -89,7 +89,9 @@ class _ShardCursor:
         return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
 
-def _ok_mask(shard_dir: Path, entries: list[ShardEntry], total: int) -> tuple[np.ndarray, np.ndarray]:
+def _ok_mask(
+    shard_dir: Path, entries: list[ShardEntry], total: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(covered, ok) boolean arrays over idx, read from the idx/status columns only."""
     covered = np.zeros(total, dtype=bool)
     ok = np.zeros(total, dtype=bool)
@@ -135,11 +137,15 @@ def infer_extra_schema(records: Iterator[Record], columns: list[str]) -> pa.Sche
     for c in columns:
         ts = [t for t in types[c] if not pa.types.is_null(t)] or [pa.null()]
         try:
-            unified = pa.unify_schemas([pa.schema([(c, t)]) for t in ts], promote_options="permissive")
+            unified = pa.unify_schemas(
+                [pa.schema([(c, t)]) for t in ts], promote_options="permissive"
+            )
             fields.append(unified.field(c))
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             fields.append(pa.field(c, pa.string()))  # mixed types: stored as JSON text
-    return pa.schema([f if not pa.types.is_null(f.type) else pa.field(f.name, pa.string()) for f in fields])
+    return pa.schema(
+        [f if not pa.types.is_null(f.type) else pa.field(f.name, pa.string()) for f in fields]
+    )
 
 
 def _extras_table(records: list[Record], schema: pa.Schema) -> pa.Table:
@@ -149,7 +155,15 @@ def _extras_table(records: list[Record], schema: pa.Schema) -> pa.Table:
         try:
             cols.append(pa.array(values, type=f.type))
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            cols.append(pa.array([None if v is None else (v if isinstance(v, str) else json.dumps(v)) for v in values], pa.string()))
+            cols.append(
+                pa.array(
+                    [
+                        None if v is None else (v if isinstance(v, str) else json.dumps(v))
+                        for v in values
+                    ],
+                    pa.string(),
+                )
+            )
     return pa.Table.from_arrays(cols, schema=schema)
 
 
@@ -213,7 +227,9 @@ def merge_stages(
     def open_next() -> pq.ParquetWriter:
         name = f"{FINAL_PREFIX}-{len(files):05d}-of-{n_files:05d}.parquet"
         files.append(tmp / name)
-        return pq.ParquetWriter(tmp / name, schema, compression="zstd", use_dictionary=_dict_columns(schema))
+        return pq.ParquetWriter(
+            tmp / name, schema, compression="zstd", use_dictionary=_dict_columns(schema)
+        )
 
     for first, last, recs in _chunks(records_for_merge, total):
         sel = both[first : last + 1]
@@ -224,8 +240,14 @@ def merge_stages(
         rec_sel = [r for r, s in zip(recs, sel, strict=True) if s]
         m = m.filter(pa.array(both[m.column("idx").to_numpy()]))
         t = t.filter(pa.array(both[t.column("idx").to_numpy()]))
-        midi_path = m.column("midi_path") if "midi_path" in m.column_names else pa.array([r.midi_path for r in rec_sel])
-        chunk_failures = pa.concat_tables([_failures(m, "midi", midi_path), _failures(t, "text", midi_path)])
+        midi_path = (
+            m.column("midi_path")
+            if "midi_path" in m.column_names
+            else pa.array([r.midi_path for r in rec_sel])
+        )
+        chunk_failures = pa.concat_tables(
+            [_failures(m, "midi", midi_path), _failures(t, "text", midi_path)]
+        )
         if chunk_failures.num_rows:
             chunk_failures = chunk_failures.sort_by([("idx", "ascending"), ("stage", "ascending")])
             if fail_writer is None:
@@ -268,7 +290,9 @@ def merge_stages(
         pq.write_table(FAILURE_SCHEMA.empty_table(), tmp / "failures.parquet")
     else:
         fail_writer.close()
-    if not files:  # no successful rows: still publish an empty first shard so loaders find the split
+    if (
+        not files
+    ):  # no successful rows: still publish an empty first shard so loaders find the split
         files.append(tmp / f"{FINAL_PREFIX}-00000-of-00001.parquet")
         pq.write_table(pa.table({"idx": pa.array([], pa.int64())}), files[0])
     assert written == n_rows, (written, n_rows)

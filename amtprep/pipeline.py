@@ -155,7 +155,11 @@ def run(cfg: RunConfig) -> RunSummary:
                 log.info(
                     "%s stage: resuming from %s (%d of %d records committed)",
                     name,
-                    {"checkpoint": "the checkpoint", "backup": "the backup checkpoint", "rebuilt": "the shard files"}[rec.source],
+                    {
+                        "checkpoint": "the checkpoint",
+                        "backup": "the backup checkpoint",
+                        "rebuilt": "the shard files",
+                    }[rec.source],
                     ledger.checkpoint.processed if ledger.checkpoint else 0,
                     total,
                 )
@@ -165,7 +169,9 @@ def run(cfg: RunConfig) -> RunSummary:
                 "start a new run with --mode process"
             )
         if cfg.mode == "continue" and not found_any:
-            log.warning("the previous run here committed no batch before it stopped; starting from the first record")
+            log.warning(
+                "the previous run here committed no batch before it stopped; starting from the first record"
+            )
         try:
             for name in work:
                 if stop.requested:
@@ -188,11 +194,19 @@ def run(cfg: RunConfig) -> RunSummary:
                     if cfg.retry_failed and not stop.requested:
                         retry = runner.retry_failed(source.iter_records())
                         res.retried, res.recovered_now = retry.retried, retry.recovered_now
-                        log.info("%s stage: retried %d failed records, %d now succeed", name, retry.retried, retry.recovered_now)
+                        log.info(
+                            "%s stage: retried %d failed records, %d now succeed",
+                            name,
+                            retry.retried,
+                            retry.recovered_now,
+                        )
                     summary.results[name] = res
                 finally:
                     stage.close()
-            complete = all(ledgers[s].checkpoint is not None and ledgers[s].checkpoint.complete for s in WORK_STAGES)
+            complete = all(
+                ledgers[s].checkpoint is not None and ledgers[s].checkpoint.complete
+                for s in WORK_STAGES
+            )
             if "merge" in cfg.stages and not stop.requested:
                 if complete:
                     summary.final_dir = _merge(cfg, source, ledgers, total, "final", summary)
@@ -203,7 +217,10 @@ def run(cfg: RunConfig) -> RunSummary:
                         for s in WORK_STAGES
                         if not (ledgers[s].checkpoint and ledgers[s].checkpoint.complete)
                     ]
-                    log.warning("merge skipped: stages not complete: %s; run them with --stages", ", ".join(missing))
+                    log.warning(
+                        "merge skipped: stages not complete: %s; run them with --stages",
+                        ", ".join(missing),
+                    )
         finally:
             if cfg.save_partial:
                 _merge(cfg, source, ledgers, total, "partial", summary)
@@ -220,13 +237,24 @@ def _resume_hint(cfg: RunConfig) -> str:
     )
 
 
-def _merge(cfg: RunConfig, source, ledgers: dict[str, StageLedger], total: int, kind: str, summary: RunSummary) -> Path:
+def _merge(
+    cfg: RunConfig,
+    source,
+    ledgers: dict[str, StageLedger],
+    total: int,
+    kind: str,
+    summary: RunSummary,
+) -> Path:
     from amtprep.merge import merge_stages
     from amtprep.run_stats import build_statistics
 
     dest = cfg.output_dir / kind
     stages = {
-        s: (ledgers[s].shard_dir, list(ledgers[s].checkpoint.shards) if ledgers[s].checkpoint else []) for s in WORK_STAGES
+        s: (
+            ledgers[s].shard_dir,
+            list(ledgers[s].checkpoint.shards) if ledgers[s].checkpoint else [],
+        )
+        for s in WORK_STAGES
     }
     meta = _provenance(ledgers)
     t = time.perf_counter()
@@ -239,18 +267,32 @@ def _merge(cfg: RunConfig, source, ledgers: dict[str, StageLedger], total: int, 
         dest,
         rows_per_shard=cfg.rows_per_final_shard,
         metadata=meta,
-        failures_path=cfg.output_dir / ("failures.parquet" if kind == "final" else "partial_failures.parquet"),
+        failures_path=cfg.output_dir
+        / ("failures.parquet" if kind == "final" else "partial_failures.parquet"),
     )
-    stats = build_statistics(cfg, ledgers, res, total, merge_seconds=time.perf_counter() - t, partial=kind == "partial")
-    stats_path = (cfg.output_dir / "statistics.json") if kind == "final" else dest / "statistics.json"
+    stats = build_statistics(
+        cfg, ledgers, res, total, merge_seconds=time.perf_counter() - t, partial=kind == "partial"
+    )
+    stats_path = (
+        (cfg.output_dir / "statistics.json") if kind == "final" else dest / "statistics.json"
+    )
     stats_path.write_text(json.dumps(stats, indent=2, default=str) + "\n")
     summary.statistics = stats
     _write_card_and_report(cfg, dest, res, stats, ledgers, kind)
-    log.info("%s: %d rows in %d file(s), %d failure rows -> %s", kind, res.rows, len(res.files), res.failures, dest)
+    log.info(
+        "%s: %d rows in %d file(s), %d failure rows -> %s",
+        kind,
+        res.rows,
+        len(res.files),
+        res.failures,
+        dest,
+    )
     return dest
 
 
-def _write_card_and_report(cfg: RunConfig, dest: Path, res, stats: dict, ledgers, kind: str) -> None:
+def _write_card_and_report(
+    cfg: RunConfig, dest: Path, res, stats: dict, ledgers, kind: str
+) -> None:
     from amtprep.card import write_dataset_card
     from amtprep.report import write_report
 

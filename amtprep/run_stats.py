@@ -66,10 +66,18 @@ def _stage_block(ledger: StageLedger) -> dict[str, Any]:
 
 
 def build_statistics(
-    cfg: RunConfig, ledgers: dict[str, StageLedger], merge_result, total: int, *, merge_seconds: float, partial: bool
+    cfg: RunConfig,
+    ledgers: dict[str, StageLedger],
+    merge_result,
+    total: int,
+    *,
+    merge_seconds: float,
+    partial: bool,
 ) -> dict[str, Any]:
     stages = {name: _stage_block(ledger) for name, ledger in ledgers.items()}
-    started = min((lg.checkpoint.started_at for lg in ledgers.values() if lg.checkpoint), default=time.time())
+    started = min(
+        (lg.checkpoint.started_at for lg in ledgers.values() if lg.checkpoint), default=time.time()
+    )
     stats: dict[str, Any] = {
         "amtprep_version": __version__,
         "partial": partial,
@@ -82,7 +90,9 @@ def build_statistics(
         "records_in_both_stages": merge_result.covered,
         "final_files": [p.name for p in merge_result.files],
         "wall_time_seconds": round(time.time() - started, 3),
-        "processing_seconds": round(sum(s.get("processing_seconds", 0) for s in stages.values()) + merge_seconds, 3),
+        "processing_seconds": round(
+            sum(s.get("processing_seconds", 0) for s in stages.values()) + merge_seconds, 3
+        ),
         "merge_seconds": round(merge_seconds, 3),
         "stages": stages,
     }
@@ -91,7 +101,9 @@ def build_statistics(
 
         present = set(merge_result.schema.names) if merge_result.schema is not None else set()
         cols = [c for c in SUMMARY_COLUMNS if c in present]
-        stats["columns"] = summarize_columns(list(merge_result.files), cols) if cols and merge_result.rows else []
+        stats["columns"] = (
+            summarize_columns(list(merge_result.files), cols) if cols and merge_result.rows else []
+        )
     except ImportError:  # column summaries arrive with amtprep.stats
         stats["columns"] = []
     return stats

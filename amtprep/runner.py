@@ -122,14 +122,20 @@ class StageRunner:
                 t0 = time.perf_counter()
                 table = self._process(batch, attempts=np.ones(len(batch), dtype=np.int32))
                 entry = write_shard(
-                    self.ledger.shard_dir, table, batch[0].idx, batch[-1].idx, crash_tag=f"{self.stage.name}.shard"
+                    self.ledger.shard_dir,
+                    table,
+                    batch[0].idx,
+                    batch[-1].idx,
+                    crash_tag=f"{self.stage.name}.shard",
                 )
                 self.ledger.add(entry)
                 dt = time.perf_counter() - t0
                 result.processed += entry.rows
                 result.failed += entry.failed
                 since_save += 1
-                ck.batch_info = self._batch_info(len(ck.shards), total_batches, base_time, result, t_run, dt)
+                ck.batch_info = self._batch_info(
+                    len(ck.shards), total_batches, base_time, result, t_run, dt
+                )
                 ck.counters = _add_counters(base_counters, self.stage.counters(), result)
                 if since_save >= self.checkpoint_interval:
                     self.ledger.save()
@@ -142,7 +148,9 @@ class StageRunner:
             if bar is not None:
                 bar.close()
             result.seconds = time.perf_counter() - t_run
-            ck.batch_info = self._batch_info(len(ck.shards), total_batches, base_time, result, t_run, 0.0)
+            ck.batch_info = self._batch_info(
+                len(ck.shards), total_batches, base_time, result, t_run, 0.0
+            )
             ck.counters = _add_counters(base_counters, self.stage.counters(), result)
             ck.complete = ck.processed >= self.total_files
             result.complete = ck.complete
@@ -213,10 +221,20 @@ class StageRunner:
         extra = getattr(self.stage, "schema_metadata", None)
         if callable(extra):
             meta.update({str(k).encode(): str(v).encode() for k, v in extra().items()})
-        meta.update(shard_identity_metadata(self.stage.name, self.total_files, self.input_fp, self.settings))
+        meta.update(
+            shard_identity_metadata(self.stage.name, self.total_files, self.input_fp, self.settings)
+        )
         return table.replace_schema_metadata(meta)
 
-    def _batch_info(self, current: int, total: int, base_time: float, result: StageResult, t_run: float, last: float) -> dict:
+    def _batch_info(
+        self,
+        current: int,
+        total: int,
+        base_time: float,
+        result: StageResult,
+        t_run: float,
+        last: float,
+    ) -> dict:
         elapsed = time.perf_counter() - t_run
         return {
             "current_batch": current,
@@ -232,7 +250,13 @@ class StageRunner:
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.total_files, initial=done, desc=f"{self.stage.name:>4}", unit="file", dynamic_ncols=True)
+        return tqdm(
+            total=self.total_files,
+            initial=done,
+            desc=f"{self.stage.name:>4}",
+            unit="file",
+            dynamic_ncols=True,
+        )
 
     def _report(self, bar, rows: int, ck, dt: float) -> None:
         if bar is not None:
@@ -253,9 +277,13 @@ class StageRunner:
 
 def _check_contract(table: pa.Table, batch: Sequence[Record], stage: str) -> None:
     if table.num_rows != len(batch):
-        raise StageContractError(f"{stage} stage returned {table.num_rows} rows for {len(batch)} records")
+        raise StageContractError(
+            f"{stage} stage returned {table.num_rows} rows for {len(batch)} records"
+        )
     idx = table.column("idx").to_numpy()
-    if not np.array_equal(idx, np.fromiter((r.idx for r in batch), dtype=np.int64, count=len(batch))):
+    if not np.array_equal(
+        idx, np.fromiter((r.idx for r in batch), dtype=np.int64, count=len(batch))
+    ):
         raise StageContractError(f"{stage} stage returned rows out of order")
 
 
@@ -264,7 +292,11 @@ def _replace_rows(old: pa.Table, new: pa.Table, positions: np.ndarray) -> pa.Tab
     take = np.arange(old.num_rows)
     take[positions] = old.num_rows + np.arange(len(positions))
     new = new.select(old.column_names).cast(old.schema)
-    return pa.concat_tables([old, new]).take(pa.array(take)).replace_schema_metadata(new.schema.metadata)
+    return (
+        pa.concat_tables([old, new])
+        .take(pa.array(take))
+        .replace_schema_metadata(new.schema.metadata)
+    )
 
 
 def _add_counters(base: dict, stage_counters: dict, result: StageResult) -> dict:

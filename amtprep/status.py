@@ -51,7 +51,10 @@ class StageStatus:
 
 
 def stage_status(stage: str, checkpoint_path: Path, shard_dir: Path) -> StageStatus:
-    for path, label in ((checkpoint_path, "checkpoint"), (checkpoint_path.with_name(checkpoint_path.name + ".bak"), "backup")):
+    for path, label in (
+        (checkpoint_path, "checkpoint"),
+        (checkpoint_path.with_name(checkpoint_path.name + ".bak"), "backup"),
+    ):
         try:
             ck = load_checkpoint(path, stage)
         except (FileNotFoundError, CheckpointCorrupt, OSError):
@@ -71,10 +74,19 @@ def stage_status(stage: str, checkpoint_path: Path, shard_dir: Path) -> StageSta
             files_per_second=(ck.processed / secs) if secs > 0 else None,
             complete=ck.complete,
         )
-    ranges = [parse_shard_name(p.name) for p in shard_dir.glob("part-*.parquet")] if shard_dir.is_dir() else []
+    ranges = (
+        [parse_shard_name(p.name) for p in shard_dir.glob("part-*.parquet")]
+        if shard_dir.is_dir()
+        else []
+    )
     ranges = [r for r in ranges if r]
     if ranges:
-        return StageStatus(stage, "shards", completed=sum(b - a + 1 for a, b, _ in ranges), current_batch=len(ranges))
+        return StageStatus(
+            stage,
+            "shards",
+            completed=sum(b - a + 1 for a, b, _ in ranges),
+            current_batch=len(ranges),
+        )
     return StageStatus(stage, "none")
 
 
@@ -115,11 +127,16 @@ def format_status(output_dir: Path, statuses: list[StageStatus]) -> str:
     holder = live_holder(output_dir)
     lines = [f"amtprep status of {output_dir}"]
     if holder:
-        lines.append(f"  running: PID {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}")
+        lines.append(
+            f"  running: PID {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}"
+        )
     else:
         lines.append("  running: no")
     for st in statuses:
-        lines.append(f"  [{st.stage}]" + ("" if st.source in ("checkpoint", "none") else f" (from {st.source})"))
+        lines.append(
+            f"  [{st.stage}]"
+            + ("" if st.source in ("checkpoint", "none") else f" (from {st.source})")
+        )
         if st.source == "none":
             lines.append("    not started")
             continue
@@ -128,7 +145,8 @@ def format_status(output_dir: Path, statuses: list[StageStatus]) -> str:
             f"    started:        {_ago(st.started)}",
             f"    last update:    {_ago(st.last_update)}",
             f"    total:          {st.total}",
-            f"    completed:      {st.completed} ({st.percent:.1f}%)" + ("  [complete]" if st.complete else ""),
+            f"    completed:      {st.completed} ({st.percent:.1f}%)"
+            + ("  [complete]" if st.complete else ""),
             f"    failed:         {st.failed}",
             f"    remaining:      {st.remaining}",
             f"    throughput:     {rate}",
@@ -137,5 +155,7 @@ def format_status(output_dir: Path, statuses: list[StageStatus]) -> str:
         ]
     final = output_dir / "final"
     if final.is_dir():
-        lines.append(f"  final dataset:  {final} ({len(list(final.glob('data-*.parquet')))} file(s))")
+        lines.append(
+            f"  final dataset:  {final} ({len(list(final.glob('data-*.parquet')))} file(s))"
+        )
     return "\n".join(lines)

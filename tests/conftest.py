@@ -43,4 +43,3 @@ def corpus(tmp_path) -> Path:
     from amtprep.sample import generate
 
     return generate(tmp_path / "corpus", n=30, seed=1)
-

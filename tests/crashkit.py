@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # parallel cases on 2 cores: no thread oversubscription
+os.environ.setdefault(
+    "OMP_NUM_THREADS", "1"
+)  # parallel cases on 2 cores: no thread oversubscription
 import random
 import shutil
 import signal
@@ -336,7 +338,9 @@ def corruption_case(p: dict, ref: Path, name: str) -> dict:
 
 def cli(argv: list[str]) -> None:
     command, params = argv[0], json.loads(argv[1])
-    result = {"sweep": sweep, "random_kills": random_kills, "corruption": corruption}[command](params)
+    result = {"sweep": sweep, "random_kills": random_kills, "corruption": corruption}[command](
+        params
+    )
     print(json.dumps(result))
 
 

@@ -45,7 +45,9 @@ def broken_corpus(corpus: Path) -> Path:
     return corpus
 
 
-def test_failures_become_rows_and_every_record_lands_once(broken_corpus: Path, tmp_path: Path, tiny_bert: Path):
+def test_failures_become_rows_and_every_record_lands_once(
+    broken_corpus: Path, tmp_path: Path, tiny_bert: Path
+):
     out = tmp_path / "out"
     assert main(_args(broken_corpus, out, tiny_bert)) == 0
     final, failures = read_final(out)
@@ -66,7 +68,16 @@ def test_failures_become_rows_and_every_record_lands_once(broken_corpus: Path, t
     assert stats["stages"]["midi"]["failed_by_type"]["missing_file"] == 1
     assert stats["stages"]["text"]["failed_by_type"]["empty_caption"] == 1
     # carried input columns and both stages' features are in the final rows
-    for col in ("genre", "test_set", "midi_path", "caption", "duration_s", "notes", "embedding", "n_tokens"):
+    for col in (
+        "genre",
+        "test_set",
+        "midi_path",
+        "caption",
+        "duration_s",
+        "notes",
+        "embedding",
+        "n_tokens",
+    ):
         assert col in final.column_names, col
 
 
@@ -79,7 +90,12 @@ def test_checkpoints_hold_the_documented_fields(corpus: Path, tmp_path: Path, ti
         assert isinstance(ck["timestamp"], float)
         assert ck["batch_info"]["total_batches"] == 4 and ck["batch_info"]["batch_size"] == 8
         assert {"current_batch", "processing_time", "files_per_second"} <= set(ck["batch_info"])
-        assert [(s["first_idx"], s["last_idx"]) for s in ck["shards"]] == [(0, 7), (8, 15), (16, 23), (24, 29)]
+        assert [(s["first_idx"], s["last_idx"]) for s in ck["shards"]] == [
+            (0, 7),
+            (8, 15),
+            (16, 23),
+            (24, 29),
+        ]
         assert "rows" not in json.dumps(ck["batch_info"])  # no processed data inside the checkpoint
         assert ck["input"]["sha256"] and ck["settings"]
 
@@ -87,7 +103,14 @@ def test_checkpoints_hold_the_documented_fields(corpus: Path, tmp_path: Path, ti
 def test_custom_checkpoint_paths(corpus: Path, tmp_path: Path, tiny_bert: Path):
     out, mc, tc = tmp_path / "out", tmp_path / "ck" / "m.json", tmp_path / "ck" / "t.json"
     mc.parent.mkdir()
-    assert main(_args(corpus, out, tiny_bert, "--midi-checkpoint", str(mc), "--text-checkpoint", str(tc))) == 0
+    assert (
+        main(
+            _args(
+                corpus, out, tiny_bert, "--midi-checkpoint", str(mc), "--text-checkpoint", str(tc)
+            )
+        )
+        == 0
+    )
     assert mc.exists() and tc.exists() and not (out / "midi_checkpoint.json").exists()
 
 
@@ -112,16 +135,29 @@ def test_each_input_format_gives_the_same_final_rows(corpus: Path, tmp_path: Pat
     ref, _ = read_final(outs["jsonl"])
     for fmt in ("json", "parquet", "csv"):
         got, _ = read_final(outs[fmt])
-        keep = [c for c in ref.column_names if c not in ("genre", "mood", "test_set", "tempo", "duration")]
+        keep = [
+            c
+            for c in ref.column_names
+            if c not in ("genre", "mood", "test_set", "tempo", "duration")
+        ]
         assert got.select(keep).to_pylist() == ref.select(keep).to_pylist(), fmt
 
 
-def test_force_restart_discards_shards_but_keeps_cache(corpus: Path, tmp_path: Path, tiny_bert: Path):
+def test_force_restart_discards_shards_but_keeps_cache(
+    corpus: Path, tmp_path: Path, tiny_bert: Path
+):
     out, cache = tmp_path / "out", tmp_path / "cache"
     assert main(_args(corpus, out, tiny_bert, "--use_cache", "--cache_dir", str(cache))) == 0
     (out / "midi" / "stray-note.txt").write_text("x")
     first = {p.name: p.stat().st_mtime_ns for p in (out / "midi").glob("part-*.parquet")}
-    assert main(_args(corpus, out, tiny_bert, "--force_restart", "--use_cache", "--cache_dir", str(cache))) == 0
+    assert (
+        main(
+            _args(
+                corpus, out, tiny_bert, "--force_restart", "--use_cache", "--cache_dir", str(cache)
+            )
+        )
+        == 0
+    )
     assert not (out / "midi" / "stray-note.txt").exists()
     second = {p.name: p.stat().st_mtime_ns for p in (out / "midi").glob("part-*.parquet")}
     assert first.keys() == second.keys() and all(first[k] != second[k] for k in first)
@@ -158,7 +194,9 @@ def test_operator_errors_are_one_line(tmp_path: Path, corpus: Path, tiny_bert: P
     ]
     bad_cols = tmp_path / "cols.jsonl"
     bad_cols.write_text('{"path": "a.mid", "words": "x"}\n')
-    cases.append((["--input_file", str(bad_cols), "--output_dir", str(tmp_path / "o2")], "--midi_column"))
+    cases.append(
+        (["--input_file", str(bad_cols), "--output_dir", str(tmp_path / "o2")], "--midi_column")
+    )
     ro = tmp_path / "ro"
     ro.write_text("a file, not a directory")
     cases.append((["--input_file", str(corpus), "--output_dir", str(ro / "sub")], "--output_dir"))
@@ -170,7 +208,9 @@ def test_operator_errors_are_one_line(tmp_path: Path, corpus: Path, tiny_bert: P
 
 
 @pytest.mark.slow
-def test_sigkill_after_first_shard_then_continue_matches_uninterrupted(corpus: Path, tmp_path: Path, tiny_bert: Path):
+def test_sigkill_after_first_shard_then_continue_matches_uninterrupted(
+    corpus: Path, tmp_path: Path, tiny_bert: Path
+):
     ref = tmp_path / "ref"
     assert main(_args(corpus, ref, tiny_bert)) == 0
 

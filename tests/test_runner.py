@@ -27,5 +27,7 @@ def test_changed_batch_size_fills_gaps_exactly():
     covered = [(0, 63), (128, 191)]
     got = _ranges(plan_batches(_recs(200), covered, 50))
     assert got == [(64, 113), (114, 127), (192, 199)]
-    done = {i for a, b in covered for i in range(a, b + 1)} | {i for a, b in got for i in range(a, b + 1)}
+    done = {i for a, b in covered for i in range(a, b + 1)} | {
+        i for a, b in got for i in range(a, b + 1)
+    }
     assert done == set(range(200))

@@ -46,7 +46,9 @@ class StageLedger:
         self.shard_dir = shard_dir
         self.checkpoint_path = checkpoint_path
         self.checkpoint: Checkpoint | None = None
-        self.stored_identity: dict[str, Any] | None = None  # input+settings the shards were made with
+        self.stored_identity: dict[str, Any] | None = (
+            None  # input+settings the shards were made with
+        )
 
     # -- start-up ---------------------------------------------------------------------------
     def recover(self) -> Recovery:
@@ -75,7 +77,9 @@ class StageLedger:
         for name, entry in listed.items():
             if name not in on_disk:
                 rec.dropped += 1
-                rec.messages.append(f"shard {name} is listed but missing: its {entry.rows} records will be redone")
+                rec.messages.append(
+                    f"shard {name} is listed but missing: its {entry.rows} records will be redone"
+                )
                 continue
             try:
                 valid[name] = inspect_shard(on_disk[name], expect=entry)
@@ -91,7 +95,9 @@ class StageLedger:
             except ShardInvalid as exc:
                 self._quarantine(path, str(exc), rec)
         if rec.adopted:
-            rec.messages.append(f"adopted {rec.adopted} committed shard(s) the checkpoint did not list yet")
+            rec.messages.append(
+                f"adopted {rec.adopted} committed shard(s) the checkpoint did not list yet"
+            )
         valid = self._resolve_overlaps(valid, rec)
         if ck is None and valid:
             rec.source = "rebuilt"
@@ -106,7 +112,9 @@ class StageLedger:
         elif valid:
             identity = self.stored_identity or {}
             if not identity:
-                rec.messages.append("the shard files carry no input/settings fingerprint: not verified")
+                rec.messages.append(
+                    "the shard files carry no input/settings fingerprint: not verified"
+                )
             ck = Checkpoint(
                 stage=self.stage,
                 total_files=int(identity.get("total_files", 0)),
@@ -124,7 +132,9 @@ class StageLedger:
         rec.quarantined += 1
         rec.messages.append(f"moved unreadable shard to {QUARANTINE}/{path.name}: {reason}")
 
-    def _resolve_overlaps(self, valid: dict[str, ShardEntry], rec: Recovery) -> dict[str, ShardEntry]:
+    def _resolve_overlaps(
+        self, valid: dict[str, ShardEntry], rec: Recovery
+    ) -> dict[str, ShardEntry]:
         """Keep the newest generation of each range; older generations were superseded by a retry."""
         keep: dict[str, ShardEntry] = {}
         last: ShardEntry | None = None
@@ -141,7 +151,9 @@ class StageLedger:
         return keep
 
     # -- during the run ---------------------------------------------------------------------
-    def start(self, total_files: int, input_fp: dict[str, Any], settings: dict[str, Any]) -> Checkpoint:
+    def start(
+        self, total_files: int, input_fp: dict[str, Any], settings: dict[str, Any]
+    ) -> Checkpoint:
         if self.checkpoint is None:
             self.checkpoint = Checkpoint(self.stage, total_files, input_fp, settings)
         self.checkpoint.total_files = total_files
@@ -173,10 +185,15 @@ class StageLedger:
         """Committed shards in idx order: the only files merge may read."""
         if self.checkpoint is None:
             return []
-        return [self.shard_dir / e.name for e in sorted(self.checkpoint.shards, key=lambda e: e.first_idx)]
+        return [
+            self.shard_dir / e.name
+            for e in sorted(self.checkpoint.shards, key=lambda e: e.first_idx)
+        ]
 
 
-def shard_identity_metadata(stage: str, total_files: int, input_fp: dict, settings: dict) -> dict[bytes, bytes]:
+def shard_identity_metadata(
+    stage: str, total_files: int, input_fp: dict, settings: dict
+) -> dict[bytes, bytes]:
     body = {"stage": stage, "total_files": total_files, "input": input_fp, "settings": settings}
     return {SHARD_META_KEY: json.dumps(body, sort_keys=True).encode()}
 

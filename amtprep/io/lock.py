@@ -45,7 +45,9 @@ class OutputLock:
             ) from None
         previous = _read_holder(fd)
         if previous:
-            log.warning("took over a stale lock left by %s (no longer running)", _describe(previous))
+            log.warning(
+                "took over a stale lock left by %s (no longer running)", _describe(previous)
+            )
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),

@@ -65,7 +65,9 @@ def parse_shard_name(name: str) -> tuple[int, int, int] | None:
 def _write_options(schema: pa.Schema) -> dict:
     # Dictionary encoding only pays for low-cardinality strings; on float/list columns (embeddings,
     # notes) it makes shards larger and slower to write (DESIGN.md).
-    dict_cols = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_boolean(f.type)]
+    dict_cols = [
+        f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_boolean(f.type)
+    ]
     return {"compression": "zstd", "use_dictionary": dict_cols, "write_statistics": True}
 
 
@@ -76,7 +78,13 @@ def table_to_parquet_bytes(table: pa.Table) -> bytes:
 
 
 def write_shard(
-    directory: Path, table: pa.Table, first: int, last: int, *, generation: int = 0, crash_tag: str = "shard"
+    directory: Path,
+    table: pa.Table,
+    first: int,
+    last: int,
+    *,
+    generation: int = 0,
+    crash_tag: str = "shard",
 ) -> ShardEntry:
     """Publish ``table`` (rows of idx ``first..last``) as a shard; raises DiskWriteError."""
     data = table_to_parquet_bytes(table)
@@ -97,7 +105,9 @@ def write_shard(
     )
 
 
-def inspect_shard(path: Path, *, expect: ShardEntry | None = None, full: bool = False) -> ShardEntry:
+def inspect_shard(
+    path: Path, *, expect: ShardEntry | None = None, full: bool = False
+) -> ShardEntry:
     """Validate a shard on disk and describe it; raises ShardInvalid.
 
     Checks the name, the size (against ``expect``), the Parquet footer, the row count and, for a
@@ -128,7 +138,9 @@ def inspect_shard(path: Path, *, expect: ShardEntry | None = None, full: bool = 
         except Exception as exc:
             raise ShardInvalid(f"{path.name}: unreadable Parquet ({exc})") from exc
         idx = table.column("idx").to_numpy()
-        if len(idx) != last - first + 1 or (len(idx) and (idx[0] != first or (idx[1:] - idx[:-1] != 1).any())):
+        if len(idx) != last - first + 1 or (
+            len(idx) and (idx[0] != first or (idx[1:] - idx[:-1] != 1).any())
+        ):
             raise ShardInvalid(f"{path.name}: idx column does not cover {first}..{last}")
         digest = hashlib.sha256(data).hexdigest()
         if expect is not None and digest != expect.sha256:

@@ -64,13 +64,25 @@ def test_checkpoint_fields_and_watermark(tmp_path: Path):
     e1 = write_shard(tmp_path, _table(0, 9), 0, 9)
     e3 = write_shard(tmp_path, _table(20, 29), 20, 29)  # out of order: beyond a gap
     ck = _ck(tmp_path, [e3, e1])
-    ck.batch_info = {"current_batch": 2, "total_batches": 3, "batch_size": 10, "processing_time": 1.5, "files_per_second": 13.3}
+    ck.batch_info = {
+        "current_batch": 2,
+        "total_batches": 3,
+        "batch_size": 10,
+        "processing_time": 1.5,
+        "files_per_second": 13.3,
+    }
     path = tmp_path / "midi_checkpoint.json"
     save_checkpoint(ck, path)
     body = json.loads(path.read_text())
     assert body["last_processed_idx"] == 9  # the gap 10..19 stops the contiguous watermark
     assert body["total_files"] == 30 and isinstance(body["timestamp"], float)
-    assert set(body["batch_info"]) >= {"current_batch", "total_batches", "batch_size", "processing_time", "files_per_second"}
+    assert set(body["batch_info"]) >= {
+        "current_batch",
+        "total_batches",
+        "batch_size",
+        "processing_time",
+        "files_per_second",
+    }
     assert [s["name"] for s in body["shards"]] == [e1.name, e3.name]
     assert load_checkpoint(path, "midi").last_processed_idx == 9
 
