@@ -53,3 +53,11 @@ def assert_same_output(a: Path, b: Path, atol: float = 1e-5) -> None:
             assert fa.column(name).to_pylist() == fb.column(name).to_pylist(), name
     drop = ["processed_at"]
     assert xa.drop_columns(drop).to_pylist() == xb.drop_columns(drop).to_pylist()
+
+
+def run_args(corpus: Path, out: Path, model: Path, *extra: str) -> list[str]:
+    """CLI arguments for a small, quiet run of ``corpus`` into ``out`` with text model ``model``."""
+    return [
+        "--input_file", str(corpus), "--output_dir", str(out), "--text_model", str(model),
+        "--batch_size", "8", "--no_progress", *extra,
+    ]  # fmt: skip

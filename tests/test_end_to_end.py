@@ -14,14 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from amtprep.cli import main
-from tests.helpers import REPO, assert_same_output, read_final, run_cli
-
-
-def _args(corpus: Path, out: Path, model: Path, *extra: str) -> list[str]:
-    return [
-        "--input_file", str(corpus), "--output_dir", str(out), "--text_model", str(model),
-        "--batch_size", "8", "--no_progress", *extra,
-    ]  # fmt: skip
+from tests.helpers import REPO, assert_same_output, read_final, run_args, run_cli
 
 
 @pytest.fixture
@@ -49,7 +42,7 @@ def test_failures_become_rows_and_every_record_lands_once(
     broken_corpus: Path, tmp_path: Path, tiny_bert: Path
 ):
     out = tmp_path / "out"
-    assert main(_args(broken_corpus, out, tiny_bert)) == 0
+    assert main(run_args(broken_corpus, out, tiny_bert)) == 0
     final, failures = read_final(out)
     n_input = sum(1 for _ in broken_corpus.open())
     assert final.column("idx").to_pylist() == sorted(final.column("idx").to_pylist())
@@ -83,7 +76,7 @@ def test_failures_become_rows_and_every_record_lands_once(
 
 def test_checkpoints_hold_the_documented_fields(corpus: Path, tmp_path: Path, tiny_bert: Path):
     out = tmp_path / "out"
-    assert main(_args(corpus, out, tiny_bert)) == 0
+    assert main(run_args(corpus, out, tiny_bert)) == 0
     for stage in ("midi", "text"):
         ck = json.loads((out / f"{stage}_checkpoint.json").read_text())
         assert ck["last_processed_idx"] == 29 and ck["total_files"] == 30 and ck["complete"]
@@ -105,7 +98,7 @@ def test_custom_checkpoint_paths(corpus: Path, tmp_path: Path, tiny_bert: Path):
     mc.parent.mkdir()
     assert (
         main(
-            _args(
+            run_args(
                 corpus, out, tiny_bert, "--midi-checkpoint", str(mc), "--text-checkpoint", str(tc)
             )
         )
@@ -131,7 +124,7 @@ def test_each_input_format_gives_the_same_final_rows(corpus: Path, tmp_path: Pat
     outs = {}
     for fmt, path in variants.items():
         outs[fmt] = tmp_path / f"out-{fmt}"
-        assert main(_args(path, outs[fmt], tiny_bert)) == 0, fmt
+        assert main(run_args(path, outs[fmt], tiny_bert)) == 0, fmt
     ref, _ = read_final(outs["jsonl"])
     for fmt in ("json", "parquet", "csv"):
         got, _ = read_final(outs[fmt])
@@ -147,12 +140,12 @@ def test_force_restart_discards_shards_but_keeps_cache(
     corpus: Path, tmp_path: Path, tiny_bert: Path
 ):
     out, cache = tmp_path / "out", tmp_path / "cache"
-    assert main(_args(corpus, out, tiny_bert, "--use_cache", "--cache_dir", str(cache))) == 0
+    assert main(run_args(corpus, out, tiny_bert, "--use_cache", "--cache_dir", str(cache))) == 0
     (out / "midi" / "stray-note.txt").write_text("x")
     first = {p.name: p.stat().st_mtime_ns for p in (out / "midi").glob("part-*.parquet")}
     assert (
         main(
-            _args(
+            run_args(
                 corpus, out, tiny_bert, "--force_restart", "--use_cache", "--cache_dir", str(cache)
             )
         )
@@ -167,7 +160,7 @@ def test_force_restart_discards_shards_but_keeps_cache(
 
 
 def test_mode_continue_without_checkpoint_says_so(corpus: Path, tmp_path: Path, tiny_bert: Path):
-    proc = run_cli(*_args(corpus, tmp_path / "fresh", tiny_bert, "--mode", "continue"))
+    proc = run_cli(*run_args(corpus, tmp_path / "fresh", tiny_bert, "--mode", "continue"))
     assert proc.returncode != 0
     assert "no checkpoint" in proc.stderr and "--mode process" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -175,14 +168,14 @@ def test_mode_continue_without_checkpoint_says_so(corpus: Path, tmp_path: Path, 
 
 def test_save_partial_writes_the_merged_view_so_far(corpus: Path, tmp_path: Path, tiny_bert: Path):
     out = tmp_path / "out"
-    assert main(_args(corpus, out, tiny_bert, "--stages", "midi,text", "--save_partial")) == 0
+    assert main(run_args(corpus, out, tiny_bert, "--stages", "midi,text", "--save_partial")) == 0
     assert not (out / "final").exists()
     part = pq.ParquetDataset(sorted((out / "partial").glob("data-*.parquet"))).read()
     assert part.num_rows == 30
     assert json.loads((out / "partial" / "statistics.json").read_text())["partial"] is True
     # only the MIDI stage done: the partial view holds nothing yet, and says so in its stats
     out2 = tmp_path / "out2"
-    assert main(_args(corpus, out2, tiny_bert, "--stages", "midi", "--save_partial")) == 0
+    assert main(run_args(corpus, out2, tiny_bert, "--stages", "midi", "--save_partial")) == 0
     stats = json.loads((out2 / "partial" / "statistics.json").read_text())
     assert stats["final_rows"] == 0 and stats["stages"]["midi"]["processed"] == 30
 
@@ -190,7 +183,7 @@ def test_save_partial_writes_the_merged_view_so_far(corpus: Path, tmp_path: Path
 def test_operator_errors_are_one_line(tmp_path: Path, corpus: Path, tiny_bert: Path):
     cases = [
         (["--input_file", str(tmp_path / "nope.jsonl")], "nope.jsonl"),
-        (_args(corpus, tmp_path / "o", tmp_path / "no-such-model"), "no-such-model"),
+        (run_args(corpus, tmp_path / "o", tmp_path / "no-such-model"), "no-such-model"),
     ]
     bad_cols = tmp_path / "cols.jsonl"
     bad_cols.write_text('{"path": "a.mid", "words": "x"}\n')
@@ -212,12 +205,12 @@ def test_sigkill_after_first_shard_then_continue_matches_uninterrupted(
     corpus: Path, tmp_path: Path, tiny_bert: Path
 ):
     ref = tmp_path / "ref"
-    assert main(_args(corpus, ref, tiny_bert)) == 0
+    assert main(run_args(corpus, ref, tiny_bert)) == 0
 
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO), "AMTPREP_TEST_BATCH_DELAY": "0.3"}
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "process.py"), *_args(corpus, out, tiny_bert)],
+        [sys.executable, str(REPO / "process.py"), *run_args(corpus, out, tiny_bert)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     deadline = time.time() + 120
@@ -229,7 +222,7 @@ def test_sigkill_after_first_shard_then_continue_matches_uninterrupted(
     assert not (out / "final").exists()
 
     cont = subprocess.run(
-        [sys.executable, str(REPO / "continue_from_checkpoint.py"), *_args(corpus, out, tiny_bert)],
+        [sys.executable, str(REPO / "continue_from_checkpoint.py"), *run_args(corpus, out, tiny_bert)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert cont.returncode == 0, cont.stderr

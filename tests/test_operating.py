@@ -7,20 +7,12 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from amtprep.cli import main
-from tests.helpers import REPO, read_final, run_cli
-
-
-def _args(corpus: Path, out: Path, model: Path, *extra: str) -> list[str]:
-    return [
-        "--input_file", str(corpus), "--output_dir", str(out), "--text_model", str(model),
-        "--batch_size", "8", "--no_progress", *extra,
-    ]  # fmt: skip
+from tests.helpers import REPO, read_final, run_args, run_cli
 
 
 @pytest.mark.slow
@@ -28,7 +20,7 @@ def test_status_during_a_live_run_and_after(corpus, tmp_path, tiny_bert):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO), "AMTPREP_TEST_BATCH_DELAY": "0.4"}
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "process.py"), *_args(corpus, out, tiny_bert)],
+        [sys.executable, str(REPO / "process.py"), *run_args(corpus, out, tiny_bert)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -64,7 +56,7 @@ def test_status_during_a_live_run_and_after(corpus, tmp_path, tiny_bert):
 
 def test_list_and_reset_checkpoints(corpus, tmp_path, tiny_bert, capsys):
     out = tmp_path / "out"
-    assert main(_args(corpus, out, tiny_bert)) == 0
+    assert main(run_args(corpus, out, tiny_bert)) == 0
     capsys.readouterr()
     assert main(["--list_checkpoints", "--output_dir", str(out)]) == 0
     listing = capsys.readouterr().out
@@ -76,7 +68,7 @@ def test_list_and_reset_checkpoints(corpus, tmp_path, tiny_bert, capsys):
     assert "text_checkpoint.json" in removed and "midi_checkpoint.json" not in removed
     assert (out / "midi_checkpoint.json").exists() and not (out / "text").exists()
     assert not (out / "final").exists()  # merged output built from the text stage goes too
-    assert main(_args(corpus, out, tiny_bert)) == 0  # only the text stage runs again
+    assert main(run_args(corpus, out, tiny_bert)) == 0  # only the text stage runs again
     ck = json.loads((out / "midi_checkpoint.json").read_text())
     assert ck["complete"] and read_final(out)[0].num_rows == 30
     assert main(["--reset_progress", "--output_dir", str(out)]) == 0
@@ -89,7 +81,7 @@ def test_final_folder_loads_in_datasets_polars_and_duckdb(corpus, tmp_path, tiny
     import polars as pl
 
     out = tmp_path / "out"
-    assert main(_args(corpus, out, tiny_bert, "--rows_per_shard", "12")) == 0
+    assert main(run_args(corpus, out, tiny_bert, "--rows_per_shard", "12")) == 0
     final = out / "final"
     assert sorted(p.name for p in final.glob("*.parquet")) == [
         "data-00000-of-00003.parquet",
@@ -122,7 +114,7 @@ def test_final_folder_loads_in_datasets_polars_and_duckdb(corpus, tmp_path, tiny
 
 def test_report_and_card_are_written(corpus, tmp_path, tiny_bert):
     out = tmp_path / "out"
-    assert main(_args(corpus, out, tiny_bert)) == 0
+    assert main(run_args(corpus, out, tiny_bert)) == 0
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 6
     card = (out / "final" / "README.md").read_text()
@@ -133,7 +125,7 @@ def test_final_metadata_carries_text_provenance(corpus, tmp_path, tiny_bert):
     import pyarrow.parquet as pq
 
     out = tmp_path / "out"
-    assert main(_args(corpus, out, tiny_bert)) == 0
+    assert main(run_args(corpus, out, tiny_bert)) == 0
     meta = pq.read_schema(next((out / "final").glob("data-*.parquet"))).metadata
     for key in ("model", "weights_sha256", "pooling", "max_length", "dtype", "normalize"):
         assert f"amtprep.text.{key}".encode() in meta, key

@@ -14,14 +14,7 @@ import psutil
 import pytest
 
 from amtprep.cli import main
-from tests.helpers import REPO, assert_same_output, read_final, run_cli
-
-
-def _args(corpus: Path, out: Path, model: Path, *extra: str) -> list[str]:
-    return [
-        "--input_file", str(corpus), "--output_dir", str(out), "--text_model", str(model),
-        "--batch_size", "8", "--no_progress", *extra,
-    ]  # fmt: skip
+from tests.helpers import REPO, assert_same_output, read_final, run_args, run_cli
 
 
 def _start(args: list[str], delay: float = 0.3) -> subprocess.Popen:
@@ -44,10 +37,10 @@ def _wait_for_shard(out: Path, stage: str = "midi", timeout: float = 120) -> Non
 @pytest.mark.slow
 def test_second_run_on_a_busy_output_dir_is_refused(corpus, tmp_path, tiny_bert):
     out = tmp_path / "out"
-    first = _start(_args(corpus, out, tiny_bert))
+    first = _start(run_args(corpus, out, tiny_bert))
     try:
         _wait_for_shard(out)
-        second = run_cli(*_args(corpus, out, tiny_bert))
+        second = run_cli(*run_args(corpus, out, tiny_bert))
         assert second.returncode == 3
         assert f"PID {first.pid}" in second.stderr and "host" in second.stderr
         assert "Traceback" not in second.stderr
@@ -58,19 +51,19 @@ def test_second_run_on_a_busy_output_dir_is_refused(corpus, tmp_path, tiny_bert)
 
 def test_changed_input_or_settings_refuse_to_resume(corpus, tmp_path, tiny_bert):
     out = tmp_path / "out"
-    assert main(_args(corpus, out, tiny_bert, "--stages", "midi,text")) == 0
+    assert main(run_args(corpus, out, tiny_bert, "--stages", "midi,text")) == 0
     with corpus.open("a") as fh:
         fh.write(json.dumps({"location": "midi/0000.mid", "caption": "one more row"}) + "\n")
-    proc = run_cli(*_args(corpus, out, tiny_bert))
+    proc = run_cli(*run_args(corpus, out, tiny_bert))
     assert proc.returncode != 0
     assert "input file content" in proc.stderr and "--force_restart" in proc.stderr
     lines = corpus.read_text().splitlines()[:-1]
     corpus.write_text("\n".join(lines) + "\n")  # restored: the same content resumes fine
-    proc = run_cli(*_args(corpus, out, tiny_bert, "--pooling", "cls"))
+    proc = run_cli(*run_args(corpus, out, tiny_bert, "--pooling", "cls"))
     assert proc.returncode != 0 and "pooling" in proc.stderr
     # batch size and workers may change between runs
-    assert main(_args(corpus, out, tiny_bert, "--batch_size", "5", "--workers", "2")) == 0
-    assert main(_args(corpus, out, tiny_bert, "--pooling", "cls", "--force_restart")) == 0
+    assert main(run_args(corpus, out, tiny_bert, "--batch_size", "5", "--workers", "2")) == 0
+    assert main(run_args(corpus, out, tiny_bert, "--pooling", "cls", "--force_restart")) == 0
 
 
 def test_retry_failed_reruns_only_failures_and_replaces_their_rows(corpus, tmp_path, tiny_bert):
@@ -78,16 +71,16 @@ def test_retry_failed_reruns_only_failures_and_replaces_their_rows(corpus, tmp_p
     moved = midi / "0003.mid.away"
     (midi / "0003.mid").rename(moved)
     out = tmp_path / "out"
-    assert main(_args(corpus, out, tiny_bert)) == 0
+    assert main(run_args(corpus, out, tiny_bert)) == 0
     final, failures = read_final(out)
     assert failures.column("idx").to_pylist() == [3] and final.num_rows == 29
     assert failures.column("attempts").to_pylist() == [1]
 
     moved.rename(midi / "0003.mid")
-    assert main(_args(corpus, out, tiny_bert)) == 0  # without --retry_failed: not retried
+    assert main(run_args(corpus, out, tiny_bert)) == 0  # without --retry_failed: not retried
     assert read_final(out)[1].num_rows == 1
 
-    assert main(_args(corpus, out, tiny_bert, "--retry_failed")) == 0
+    assert main(run_args(corpus, out, tiny_bert, "--retry_failed")) == 0
     final, failures = read_final(out)
     assert failures.num_rows == 0 and final.num_rows == 30 and 3 in final.column("idx").to_pylist()
     ck = json.loads((out / "midi_checkpoint.json").read_text())
@@ -100,10 +93,10 @@ def test_retry_failed_reruns_only_failures_and_replaces_their_rows(corpus, tmp_p
 
 def test_disk_full_stops_with_one_line_and_continue_recovers(corpus, tmp_path, tiny_bert):
     ref = tmp_path / "ref"
-    assert main(_args(corpus, ref, tiny_bert)) == 0
+    assert main(run_args(corpus, ref, tiny_bert)) == 0
     out = tmp_path / "out"
     proc = run_cli(
-        *_args(corpus, out, tiny_bert), env={"AMTPREP_FAIL_AT": "text.shard.written:2:ENOSPC"}
+        *run_args(corpus, out, tiny_bert), env={"AMTPREP_FAIL_AT": "text.shard.written:2:ENOSPC"}
     )
     assert proc.returncode != 0
     err = [line for line in proc.stderr.splitlines() if "error" in line]
@@ -112,16 +105,16 @@ def test_disk_full_stops_with_one_line_and_continue_recovers(corpus, tmp_path, t
     ck = json.loads((out / "text_checkpoint.json").read_text())
     assert ck["last_processed_idx"] == 7  # the last committed checkpoint stays usable
     assert not list((out / "text").glob(".*.tmp"))
-    assert main(_args(corpus, out, tiny_bert, "--mode", "continue")) == 0
+    assert main(run_args(corpus, out, tiny_bert, "--mode", "continue")) == 0
     assert_same_output(ref, out)
 
 
 @pytest.mark.slow
 def test_ctrl_c_with_two_workers_stops_cleanly_and_leaves_no_orphans(corpus, tmp_path, tiny_bert):
     ref = tmp_path / "ref"
-    assert main(_args(corpus, ref, tiny_bert)) == 0
+    assert main(run_args(corpus, ref, tiny_bert)) == 0
     out = tmp_path / "out"
-    proc = _start(_args(corpus, out, tiny_bert, "--workers", "2"))
+    proc = _start(run_args(corpus, out, tiny_bert, "--workers", "2"))
     _wait_for_shard(out)
     children = psutil.Process(proc.pid).children(recursive=True)
     assert len(children) >= 2  # the MIDI workers are up
@@ -131,5 +124,5 @@ def test_ctrl_c_with_two_workers_stops_cleanly_and_leaves_no_orphans(corpus, tmp
     assert "--mode continue" in stderr
     time.sleep(0.5)
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-    assert main(_args(corpus, out, tiny_bert, "--mode", "continue")) == 0
+    assert main(run_args(corpus, out, tiny_bert, "--mode", "continue")) == 0
     assert_same_output(ref, out)
