@@ -254,7 +254,11 @@ def main(
     if default_mode is not None:
         parser.set_defaults(mode=default_mode)
     if argv and argv[0] == "status" and prog == "amtprep":
-        return status_main(argv[1:])
+        try:
+            return status_main(argv[1:])
+        except BrokenPipeError:  # `amtprep status D | head`: the reader left, nothing is wrong
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     args = parser.parse_args(argv)
     debug = args.log_level == "debug"
     if args.show_progress or args.list_checkpoints or args.reset_progress:

@@ -196,10 +196,10 @@ class StageRunner:
                 generation=entry.generation + 1,
                 crash_tag=f"{self.stage.name}.shard",
             )
-            for _superseded in self.ledger.add(published):
-                pass  # deleted only after the checkpoint naming the new generation is saved
-            self.ledger.save()
-            (self.ledger.shard_dir / entry.name).unlink(missing_ok=True)
+            superseded = self.ledger.add(published)
+            self.ledger.save()  # only once the checkpoint names the new generation ...
+            for old_entry in superseded:  # ... may the old one go
+                (self.ledger.shard_dir / old_entry.name).unlink(missing_ok=True)
             result.retried += len(batch)
             result.recovered_now += entry.failed - published.failed
             result.failed += published.failed
