@@ -89,7 +89,13 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
         default=STAGES,
         help="comma list of midi,text,merge (default: all)",
     )
-    _add(g, "batch_size", type=_positive_int, default=256, help="records per batch and shard (default 256)")
+    _add(
+        g,
+        "batch_size",
+        type=_positive_int,
+        default=256,
+        help="records per batch and shard (default 256)",
+    )
     _add(
         g,
         "checkpoint_interval",

@@ -52,7 +52,9 @@ class RunConfig:
     output_dir: Path
     mode: str = "process"
     stages: tuple[str, ...] = STAGES
-    batch_size: int = 256  # records per shard and per stage call; larger batches sort captions better
+    batch_size: int = (
+        256  # records per shard and per stage call; larger batches sort captions better
+    )
     checkpoint_interval: int = (
         1  # batches between checkpoint saves (shards are committed each batch)
     )

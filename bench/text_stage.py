@@ -224,7 +224,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--runner_batch", type=int, default=256, help="records per process() call (the runner's default --batch_size)")
+    parser.add_argument(
+        "--runner_batch",
+        type=int,
+        default=256,
+        help="records per process() call (the runner's default --batch_size)",
+    )
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args()
     captions = make_captions(args.n)
