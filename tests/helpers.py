@@ -61,3 +61,58 @@ def run_args(corpus: Path, out: Path, model: Path, *extra: str) -> list[str]:
         "--input_file", str(corpus), "--output_dir", str(out), "--text_model", str(model),
         "--batch_size", "8", "--no_progress", *extra,
     ]  # fmt: skip
+
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+)
+
+
+def make_tiny_bert(folder: Path, seed: int, *, max_position_embeddings: int = 128) -> Path:
+    """A 2-layer, 32-wide random BERT saved with the packaged MiniLM tokenizer files."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from amtprep.text.model import default_model_dir
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        vocab_size=30522,
+        max_position_embeddings=max_position_embeddings,
+    )
+    BertModel(config).save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        shutil.copy(default_model_dir() / name, folder / name)
+    return folder
+
+
+def start_cli(args: list[str], *, delay: float, stderr=subprocess.PIPE) -> subprocess.Popen:
+    """Start ``python process.py ARGS`` in the background, sleeping ``delay`` s after each batch
+    so a test can act while the run is demonstrably mid-way."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AMTPREP_TEST_BATCH_DELAY": str(delay)}
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "process.py"), *args],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+    )  # fmt: skip
+
+
+def wait_for(directory: Path, pattern: str, timeout: float = 120) -> None:
+    """Wait until ``directory.glob(pattern)`` finds a file (e.g. the first committed shard)."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if directory.is_dir() and any(directory.glob(pattern)):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"nothing matched {directory / pattern} within {timeout} s")

@@ -7,14 +7,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from amtprep.cli import main
-from tests.helpers import REPO, assert_same_output, read_final, run_args, run_cli
+from tests.helpers import (
+    REPO,
+    assert_same_output,
+    read_final,
+    run_args,
+    run_cli,
+    start_cli,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -208,19 +215,14 @@ def test_sigkill_after_first_shard_then_continue_matches_uninterrupted(
     assert main(run_args(corpus, ref, tiny_bert)) == 0
 
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "AMTPREP_TEST_BATCH_DELAY": "0.3"}
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "process.py"), *run_args(corpus, out, tiny_bert)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((out / "midi").glob("part-*.parquet")):
-        time.sleep(0.02)
+    proc = start_cli(run_args(corpus, out, tiny_bert), delay=0.3)
+    wait_for(out / "midi", "part-*.parquet")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "final").exists()
 
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     cont = subprocess.run(
         [sys.executable, str(REPO / "continue_from_checkpoint.py"), *run_args(corpus, out, tiny_bert)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,

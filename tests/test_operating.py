@@ -6,27 +6,20 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from amtprep.cli import main
-from tests.helpers import REPO, read_final, run_args, run_cli
+from tests.helpers import REPO, read_final, run_args, run_cli, start_cli, wait_for
 
 
 @pytest.mark.slow
 def test_status_during_a_live_run_and_after(corpus, tmp_path, tiny_bert):
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "AMTPREP_TEST_BATCH_DELAY": "0.4"}
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "process.py"), *run_args(corpus, out, tiny_bert)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = start_cli(run_args(corpus, out, tiny_bert), delay=0.4, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not (out / "midi_checkpoint.json").exists():
-            time.sleep(0.02)
+        wait_for(out, "midi_checkpoint.json")
         live = run_cli("--show_progress", "--output_dir", str(out))
         assert live.returncode == 0
         assert f"running: PID {proc.pid}" in live.stdout

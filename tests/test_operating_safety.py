@@ -3,43 +3,29 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
 from amtprep.cli import main
-from tests.helpers import REPO, assert_same_output, read_final, run_args, run_cli
-
-
-def _start(args: list[str], delay: float = 0.3) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "AMTPREP_TEST_BATCH_DELAY": str(delay)}
-    return subprocess.Popen(
-        [sys.executable, str(REPO / "process.py"), *args],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-
-def _wait_for_shard(out: Path, stage: str = "midi", timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if list((out / stage).glob("part-*.parquet")):
-            return
-        time.sleep(0.02)
-    raise AssertionError("no shard committed in time")
+from tests.helpers import (
+    assert_same_output,
+    read_final,
+    run_args,
+    run_cli,
+    start_cli,
+    wait_for,
+)
 
 
 @pytest.mark.slow
 def test_second_run_on_a_busy_output_dir_is_refused(corpus, tmp_path, tiny_bert):
     out = tmp_path / "out"
-    first = _start(run_args(corpus, out, tiny_bert))
+    first = start_cli(run_args(corpus, out, tiny_bert), delay=0.3)
     try:
-        _wait_for_shard(out)
+        wait_for(out / "midi", "part-*.parquet")
         second = run_cli(*run_args(corpus, out, tiny_bert))
         assert second.returncode == 3
         assert f"PID {first.pid}" in second.stderr and "host" in second.stderr
@@ -114,8 +100,8 @@ def test_ctrl_c_with_two_workers_stops_cleanly_and_leaves_no_orphans(corpus, tmp
     ref = tmp_path / "ref"
     assert main(run_args(corpus, ref, tiny_bert)) == 0
     out = tmp_path / "out"
-    proc = _start(run_args(corpus, out, tiny_bert, "--workers", "2"))
-    _wait_for_shard(out)
+    proc = start_cli(run_args(corpus, out, tiny_bert, "--workers", "2"), delay=0.3)
+    wait_for(out / "midi", "part-*.parquet")
     children = psutil.Process(proc.pid).children(recursive=True)
     assert len(children) >= 2  # the MIDI workers are up
     proc.send_signal(signal.SIGINT)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -10,13 +9,7 @@ import numpy as np
 import pytest
 
 from amtprep.records import Record
-
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.txt",
-    "special_tokens_map.json",
-)
+from tests.helpers import make_tiny_bert
 
 CAPTIONS = [
     "A melodic and uplifting pop song in C major with piano, acoustic guitar and soft drums at 110 BPM.",
@@ -32,29 +25,6 @@ CAPTIONS = [
     "Folk song: fingerpicked guitar, fiddle, and a warm bass line in G major at a moderate tempo.",
     "A fast, aggressive metal track in E minor with distorted guitars and double bass drums.",
 ]
-
-
-def make_tiny_bert(folder: Path, seed: int, *, max_position_embeddings: int = 128) -> Path:
-    """A 2-layer, 32-wide random BERT saved with the packaged MiniLM tokenizer files."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    from amtprep.text.model import default_model_dir
-
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        vocab_size=30522,
-        max_position_embeddings=max_position_embeddings,
-    )
-    BertModel(config).save_pretrained(folder)
-    for name in TOKENIZER_FILES:
-        shutil.copy(default_model_dir() / name, folder / name)
-    return folder
 
 
 @pytest.fixture(scope="session")
