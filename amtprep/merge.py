@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from amtprep.io.crashpoints import crashpoint
 from amtprep.io.fsutil import fsync_dir
-from amtprep.io.shards import ShardEntry
+from amtprep.io.shards import ShardEntry, dictionary_columns
 from amtprep.records import Record
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def _ok_mask(
     return covered, ok
 
 
-def _chunks(records: Iterator[Record], total: int) -> Iterator[tuple[int, int, list[Record]]]:
+def _chunks(records: Iterator[Record]) -> Iterator[tuple[int, int, list[Record]]]:
     buf: list[Record] = []
     for rec in records:
         buf.append(rec)
@@ -116,6 +116,8 @@ def _chunks(records: Iterator[Record], total: int) -> Iterator[tuple[int, int, l
 
 def infer_extra_schema(records: Iterator[Record], columns: list[str]) -> pa.Schema:
     """Types of the carried input columns, unified over the whole input (one streaming pass)."""
+    if not columns:  # nothing carried: no reason to read the input again
+        return pa.schema([])
     types: dict[str, set[pa.DataType]] = {c: set() for c in columns}
     buf: list[Record] = []
 
@@ -228,10 +230,10 @@ def merge_stages(
         name = f"{FINAL_PREFIX}-{len(files):05d}-of-{n_files:05d}.parquet"
         files.append(tmp / name)
         return pq.ParquetWriter(
-            tmp / name, schema, compression="zstd", use_dictionary=_dict_columns(schema)
+            tmp / name, schema, compression="zstd", use_dictionary=dictionary_columns(schema)
         )
 
-    for first, last, recs in _chunks(records_for_merge, total):
+    for first, last, recs in _chunks(records_for_merge):
         sel = both[first : last + 1]
         if not sel.any():
             continue
@@ -332,7 +334,3 @@ def _order(schema: pa.Schema) -> pa.Schema:
     tail = [n for n in _LAST if n in names]
     mid = [n for n in names if n not in head and n not in tail]
     return pa.schema([schema.field(n) for n in head + mid + tail])
-
-
-def _dict_columns(schema: pa.Schema) -> list[str]:
-    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_boolean(f.type)]

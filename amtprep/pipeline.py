@@ -135,7 +135,7 @@ def run(cfg: RunConfig) -> RunSummary:
     summary = RunSummary()
     _prepare_output_dir(cfg)
     source = _open_source(cfg)
-    lock_existed = (cfg.output_dir / LOCK_NAME).exists()
+    ran_here_before = (cfg.output_dir / LOCK_NAME).exists()  # every run leaves its lock note
     with OutputLock(cfg.output_dir), StopFlag() as stop:
         if cfg.force_restart:
             for p in reset_outputs(cfg):
@@ -145,7 +145,6 @@ def run(cfg: RunConfig) -> RunSummary:
         work = [s for s in WORK_STAGES if s in cfg.stages]
         ledgers = {s: StageLedger(s, cfg.shard_dir(s), cfg.checkpoint_path(s)) for s in WORK_STAGES}
         found_any = False
-        previous_run = lock_existed  # a run started here before, but committed nothing
         for name, ledger in ledgers.items():
             rec = ledger.recover()
             found_any |= rec.source != "fresh"
@@ -163,7 +162,7 @@ def run(cfg: RunConfig) -> RunSummary:
                     ledger.checkpoint.processed if ledger.checkpoint else 0,
                     total,
                 )
-        if cfg.mode == "continue" and not found_any and not previous_run:
+        if cfg.mode == "continue" and not found_any and not ran_here_before:
             raise CheckpointError(
                 f"--mode continue: no checkpoint or committed shards in {cfg.output_dir}; "
                 "start a new run with --mode process"

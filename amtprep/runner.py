@@ -204,7 +204,6 @@ class StageRunner:
             result.recovered_now += entry.failed - published.failed
             result.failed += published.failed
         result.seconds = time.perf_counter() - t_run
-        ck.counters = _add_counters(dict(ck.counters), {}, result)
         ck.counters["retried"] = int(ck.counters.get("retried", 0)) + result.retried
         self.ledger.save()
         result.complete = ck.complete

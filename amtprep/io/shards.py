@@ -62,13 +62,18 @@ def parse_shard_name(name: str) -> tuple[int, int, int] | None:
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth dictionary encoding: strings and bools. On float/list columns (embeddings,
+    notes) it makes files larger and slower to write (DESIGN.md)."""
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_boolean(f.type)]
+
+
 def _write_options(schema: pa.Schema) -> dict:
-    # Dictionary encoding only pays for low-cardinality strings; on float/list columns (embeddings,
-    # notes) it makes shards larger and slower to write (DESIGN.md).
-    dict_cols = [
-        f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_boolean(f.type)
-    ]
-    return {"compression": "zstd", "use_dictionary": dict_cols, "write_statistics": True}
+    return {
+        "compression": "zstd",
+        "use_dictionary": dictionary_columns(schema),
+        "write_statistics": True,
+    }
 
 
 def table_to_parquet_bytes(table: pa.Table) -> bytes:
