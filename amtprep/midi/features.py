@@ -86,13 +86,13 @@ def _first_and_changes(events: list[tuple]) -> tuple[object, int]:
 def _note_seconds(parsed: ParsedMidi, tempo_map: TempoMap) -> tuple[np.ndarray, np.ndarray, float]:
     notes, meta = parsed.notes, parsed.meta
     if parsed.midi_type != 2:
-        end = int(parsed.track_end_ticks.max()) if parsed.track_end_ticks.size else 0
+        end = int(parsed.end_ticks.max())
         duration = float(tempo_map.seconds(np.array([end]))[0])
         return tempo_map.seconds(notes.start_tick), tempo_map.seconds(notes.end_tick), duration
     start = np.zeros(len(notes))
     end = np.zeros(len(notes))
     duration = 0.0
-    for track, end_tick in enumerate(parsed.track_end_ticks.tolist()):
+    for track, end_tick in enumerate(parsed.end_ticks.tolist()):
         own = meta.tempo_track == track
         track_map = TempoMap.build(parsed.division, meta.tempo_tick[own], meta.tempo_value[own])
         mine = notes.track == track
@@ -102,23 +102,41 @@ def _note_seconds(parsed: ParsedMidi, tempo_map: TempoMap) -> tuple[np.ndarray, 
     return start, end, duration
 
 
+def _note_order(parsed: ParsedMidi, tempo_map: TempoMap, start, end, duration) -> np.ndarray:
+    """Indices that sort notes by (start_s, pitch, end_s, program, velocity), stably.
+
+    Where ticks order like seconds (one clock, see ``TempoMap.orders_like_ticks``) two packed
+    int64 keys of ticks replace five keys (measured ~1.5x faster); pitch and velocity are < 128 and
+    program <= 128, so the fields cannot overlap while ticks stay below 2**48.
+    """
+    notes = parsed.notes
+    if (
+        parsed.midi_type != 2
+        and tempo_map.orders_like_ticks(duration)
+        and int(parsed.end_ticks.max()) < 2**48
+    ):
+        high = (notes.start_tick << 7) | notes.pitch
+        low = (notes.end_tick << 15) | (notes.program.astype(np.int64) << 7) | notes.velocity
+        return np.lexsort((low, high))
+    return np.lexsort((notes.velocity, notes.program, end, notes.pitch, start))
+
+
 def _polyphony(start: np.ndarray, end: np.ndarray) -> tuple[float | None, int]:
+    """``start`` ascending. Sounding notes peak right after a start: notes started by then minus
+    notes ended by then (ends first at equal times). Sounding time is the union of the notes'
+    intervals, merged in start order."""
     if not start.size:
         return None, 0
-    times = np.concatenate([start, end])
-    steps = np.concatenate([np.ones(start.size, np.int64), -np.ones(end.size, np.int64)])
-    order = np.lexsort((steps, times))  # at equal times, ends (-1) first
-    times, counts = times[order], np.cumsum(steps[order])
-    last_at_time = np.r_[times[1:] != times[:-1], True]
-    poly_max = int(counts[last_at_time].max())
-    sounding = float(np.sum(np.diff(times) * (counts[:-1] > 0)))
+    started = np.arange(1, start.size + 1)
+    poly_max = int((started - np.searchsorted(np.sort(end), start, side="right")).max())
+    reach = np.maximum.accumulate(end)  # latest end so far
+    first = np.flatnonzero(np.r_[True, start[1:] > reach[:-1]])  # first note of each block
+    sounding = float(np.sum(reach[np.r_[first[1:] - 1, start.size - 1]] - start[first]))
     total = float(np.sum(end - start))
     return (total / sounding if sounding > 0 else None), max(poly_max, 0)
 
 
-def _top_instruments(program: np.ndarray, length: np.ndarray) -> np.ndarray:
-    present = np.unique(program)
-    time_per_program = np.bincount(program.astype(np.int64), weights=length, minlength=GM_DRUMS + 1)
+def _top_instruments(time_per_program: np.ndarray, present: np.ndarray) -> np.ndarray:
     ranked = present[np.lexsort((present, -time_per_program[present]))]
     return ranked[:TOP_INSTRUMENTS].astype(np.int16)
 
@@ -128,11 +146,14 @@ def compute_features(parsed: ParsedMidi) -> MidiFeatures:
     tempo_map = TempoMap.build(parsed.division, meta.tempo_tick, meta.tempo_value)
     start, end, duration = _note_seconds(parsed, tempo_map)
     notes = parsed.notes
-    order = np.lexsort((notes.velocity, notes.program, end, notes.pitch, start))
+    order = _note_order(parsed, tempo_map, start, end, duration)
     start, end = start[order], end[order]
     pitch, velocity, program = notes.pitch[order], notes.velocity[order], notes.program[order]
     length = end - start
     n = int(pitch.size)
+    program_index = program.astype(np.intp)
+    present = np.flatnonzero(np.bincount(program_index, minlength=GM_DRUMS + 1))
+    time_per_program = np.bincount(program_index, weights=length, minlength=GM_DRUMS + 1)
 
     pitched = program != GM_DRUMS
     histogram = key = confidence = None
@@ -159,9 +180,9 @@ def compute_features(parsed: ParsedMidi) -> MidiFeatures:
         n_tracks=parsed.n_tracks,
         duration_s=duration,
         n_notes=n,
-        programs=np.unique(program).astype(np.int16),
+        programs=present.astype(np.int16),
         has_drums=bool((~pitched).any()),
-        top_instruments=_top_instruments(program, length),
+        top_instruments=_top_instruments(time_per_program, present),
         tempo_bpm=float(tempo_map.initial_bpm),
         n_tempo_changes=tempo_map.n_changes,
         time_signature=time_signature,

@@ -66,7 +66,9 @@ class ParsedMidi:
     midi_type: int
     n_tracks: int
     division: int  # ticks per beat; negative = SMPTE (as mido reads it)
-    track_end_ticks: np.ndarray  # int64, last event tick of each track (end-of-track included)
+    # int64, tick of the latest event (end-of-track included) on each clock: one per track for
+    # type 2 (each track keeps its own time), one for type 0/1 (all tracks share the merged clock)
+    end_ticks: np.ndarray
     notes: NoteTable
     meta: MetaEvents
     info: dict = field(default_factory=dict)

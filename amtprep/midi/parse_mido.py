@@ -86,7 +86,9 @@ def parse_mido(data: bytes, clip: bool = False) -> ParsedMidi:
         midi_type=midi.type,
         n_tracks=len(midi.tracks),
         division=midi.ticks_per_beat,
-        track_end_ticks=np.asarray(end_ticks, dtype=np.int64),
+        end_ticks=np.asarray(
+            end_ticks if midi.type == 2 else [max(end_ticks, default=0)], dtype=np.int64
+        ),
         notes=concat_tracks(pairers),
         meta=meta,
     )

@@ -7,8 +7,11 @@ mido-identical output for it:
 - SMPTE division (symusic refuses it);
 - tick values beyond int32 (symusic stores ticks as int32).
 symusic pairs notes like ``notes`` documents and splits tracks by program, so notes carry the
-program in effect at their note-on. It skips end-of-track, text and sysex events, so track end
-ticks come from ``container.track_end_ticks`` (mido's ``length`` includes them).
+program in effect at their note-on. It skips end-of-track, text and sysex events, yet mido's
+``length`` runs to the latest of them. For a file ``grammar.plain_tracks`` accepts (nearly all),
+end-of-track events become markers and the latest marker tick is the end; any other file is
+walked by ``container.track_end_ticks``, which also sends files symusic would read differently
+to mido.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import symusic
 
+from amtprep.midi import grammar
 from amtprep.midi.container import MidiHeader, track_end_ticks
 from amtprep.midi.errors import BackendRejectedError, CorruptMidiError, NeedsMidoError
 from amtprep.midi.key import key_name
@@ -29,18 +33,12 @@ def parse_symusic(data: bytes, header: MidiHeader) -> ParsedMidi:
         raise NeedsMidoError("type 2 file: per-track timing needs the mido backend")
     if header.is_smpte:
         raise NeedsMidoError("SMPTE division: symusic reads ticks per quarter only")
-    try:
-        end_ticks = np.asarray(track_end_ticks(data, header), dtype=np.int64)
-    except NeedsMidoError:
-        raise
-    except CorruptMidiError as exc:  # let mido name the problem (often "truncated")
-        raise BackendRejectedError(f"event scan: {exc}") from exc
-    if end_ticks.size and end_ticks.max() > _INT32_MAX:
-        raise NeedsMidoError("ticks beyond int32")
-    try:
-        score = symusic.Score.from_midi(data, ttype="tick")
-    except Exception as exc:  # symusic raises plain RuntimeError/ValueError subclasses
-        raise BackendRejectedError(f"symusic: {type(exc).__name__}: {exc}") from exc
+    if grammar.plain_tracks(data, header):
+        score = _load(grammar.with_end_markers(data, header))
+        end_tick = max((marker.time for marker in score.markers), default=0)
+    else:
+        end_tick = _scan_end_tick(data, header)
+        score = _load(data)
 
     starts, durations, pitches, velocities, programs = [], [], [], [], []
     for track in score.tracks:
@@ -96,7 +94,27 @@ def parse_symusic(data: bytes, header: MidiHeader) -> ParsedMidi:
         midi_type=header.midi_type,
         n_tracks=header.n_tracks,
         division=header.division,
-        track_end_ticks=end_ticks,
+        end_ticks=np.array([end_tick], dtype=np.int64),
         notes=notes,
         meta=meta,
     )
+
+
+def _scan_end_tick(data: bytes, header: MidiHeader) -> int:
+    try:
+        end_ticks = track_end_ticks(data, header)
+    except NeedsMidoError:
+        raise
+    except CorruptMidiError as exc:  # let mido name the problem (often "truncated")
+        raise BackendRejectedError(f"event scan: {exc}") from exc
+    end_tick = max(end_ticks, default=0)
+    if end_tick > _INT32_MAX:
+        raise NeedsMidoError("ticks beyond int32")
+    return end_tick
+
+
+def _load(data: bytes) -> symusic.Score:
+    try:
+        return symusic.Score.from_midi(data, ttype="tick")
+    except Exception as exc:  # symusic raises plain RuntimeError/ValueError subclasses
+        raise BackendRejectedError(f"symusic: {type(exc).__name__}: {exc}") from exc

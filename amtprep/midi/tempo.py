@@ -63,6 +63,13 @@ class TempoMap:
         seg = np.searchsorted(self.seg_ticks, ticks, side="right") - 1
         return self.seg_seconds[seg] + (ticks - self.seg_ticks[seg]) * self.seg_scale[seg]
 
+    def orders_like_ticks(self, max_seconds: float) -> bool:
+        """Whether distinct ticks up to ``max_seconds`` always get distinct seconds, so sorting
+        by ticks sorts by seconds, ties included. Seconds never decrease with ticks (cumsum and
+        rounding are monotone); they can stall on a zero tempo, or where one tick's worth of
+        time falls below the float spacing (2**-52 relative) at ``max_seconds``."""
+        return float(self.seg_scale.min()) > max_seconds * 2.0**-50
+
     @property
     def initial_bpm(self) -> float:
         return 60_000_000 / self.seg_tempo[0] if self.seg_tempo[0] else float("inf")

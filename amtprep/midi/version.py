@@ -3,4 +3,4 @@
 It goes into the stage fingerprint (a resume with different features refuses) and the cache key.
 """
 
-FEATURE_VERSION = "midi-features-1"
+FEATURE_VERSION = "midi-features-2"
