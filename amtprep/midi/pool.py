@@ -1,15 +1,19 @@
 """A small process pool with per-file deadlines that survives its workers dying.
 
 Public API: ``WorkerPool(n_workers, backend, max_bytes, file_timeout)`` with
-``run(paths) -> list[FileResult]`` (same order), ``worker_pids()``, ``counters`` and ``close()``.
+``run(paths) -> pa.Table`` (``RESULT_SCHEMA`` rows, same order), ``worker_pids()``,
+``counters`` and ``close()``.
 
 Why not ``concurrent.futures``: a dead worker breaks a ``ProcessPoolExecutor`` for good, and it
-cannot stop one task that runs too long. Here each worker owns a pipe; the parent sends it a chunk
-of paths and gets one ``FileResult`` back per file, so it always knows which file is in flight and
-since when. A file past ``file_timeout`` seconds gets its worker killed (SIGKILL) and a
-``timeout`` row; a worker that dies (segfault, ``os._exit``, OOM kill) costs only its in-flight
-file a ``worker_crashed`` row. Unstarted files of either chunk go back to the queue and a fresh
-worker replaces the lost one, so results do not depend on worker count or chunking.
+cannot stop one task that runs too long. Here each worker owns a pipe; the parent sends it chunks
+of paths and gets back one Arrow IPC message per chunk holding the chunk's result rows, so the
+parent's work per file is near zero (it shares the cores with the workers). Which file a worker
+is on, and since when, it writes to a small shared array before each file: the parent reads it
+without any message. A file past ``file_timeout`` seconds gets its worker killed (SIGKILL) and a
+``timeout`` row; a worker that dies (segfault, ``os._exit``, OOM kill) costs only the file it was
+on a ``worker_crashed`` row. Every other file it held, finished or not (finished rows die with
+it), goes back to the queue and a fresh worker replaces the lost one, so results do not depend
+on worker count or chunking.
 
 Processes start with the ``spawn`` context (never fork a parent that may hold torch threads). A
 worker ignores SIGINT (the parent decides what Ctrl+C means) and exits on its own when the parent
@@ -31,11 +35,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
+import pyarrow as pa
+
 from amtprep.midi.extract import FileResult, extract_file
+from amtprep.midi.schema import from_ipc, in_order, result_table, to_ipc
 
 logger = logging.getLogger(__name__)
 
-_READY = "ready"
+_READY = b"ready"
 _STARTUP_TIMEOUT = 120.0  # seconds for a spawned worker to import numpy/mido/symusic
 _MAX_CHUNK = 32
 _MAX_STARTUP_FAILURES = 3
@@ -48,27 +55,40 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(1)
 
 
-def _worker_main(conn: Connection, parent_pid: int, backend: str, max_bytes: int) -> None:
+def _worker_main(conn: Connection, progress, parent_pid: int, backend: str, max_bytes: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    conn.send(_READY)
+    conn.send_bytes(_READY)
     while True:
         try:
             chunk = conn.recv()
         except (EOFError, OSError):
             return
+        results = []
         for task_id, path in chunk:
-            conn.send((task_id, extract_file(path, backend, max_bytes)))
+            progress[1] = time.monotonic()
+            progress[0] = task_id
+            results.append(extract_file(path, backend, max_bytes))
+        progress[0] = -1.0  # task ids restart each run: never leave one that may recur
+        conn.send_bytes(to_ipc(result_table(results)))
 
 
 @dataclass
 class _Worker:
     process: mp.process.BaseProcess
     conn: Connection
+    progress: object  # shared double[2]: task id of the file being parsed, its start (monotonic)
     ready: bool = False
     spawned_at: float = field(default_factory=time.monotonic)
-    inflight: deque = field(default_factory=deque)  # (task_id, path), head is running
-    head_since: float = 0.0
+    inflight: deque = field(default_factory=deque)  # chunks of (task_id, path), head is running
+    head_since: float = 0.0  # when the head chunk became the head
+
+    def n_inflight(self) -> int:
+        return sum(len(chunk) for chunk in self.inflight)
+
+    def file_started(self) -> float:
+        # The shared start time is stale until the worker begins the head chunk.
+        return max(self.progress[1], self.head_since)
 
 
 class WorkerPool:
@@ -85,16 +105,17 @@ class WorkerPool:
     # -- lifecycle -------------------------------------------------------------------------------
     def _spawn(self) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        progress = self._ctx.RawArray("d", [-1.0, 0.0])
         process = self._ctx.Process(
             target=_worker_main,
-            args=(child_conn, os.getpid(), self.backend, self.max_bytes),
+            args=(child_conn, progress, os.getpid(), self.backend, self.max_bytes),
             name="amtprep-midi-worker",
             daemon=True,
         )
         process.start()
         child_conn.close()
         self.counters["workers_started"] += 1
-        return _Worker(process, parent_conn)
+        return _Worker(process, parent_conn, progress)
 
     def _kill(self, worker: _Worker) -> None:
         if worker.process.is_alive():
@@ -116,18 +137,18 @@ class WorkerPool:
             worker.process.join(timeout=5)
 
     # -- scheduling ------------------------------------------------------------------------------
-    def run(self, paths: Sequence[str]) -> list[FileResult]:
-        results: list[FileResult | None] = [None] * len(paths)
+    def run(self, paths: Sequence[str]) -> pa.Table:
         if not paths:
-            return []
+            return in_order([], 0)
+        parts: list[tuple[list[int], pa.Table]] = []
         try:
-            self._run(list(enumerate(paths)), results)
+            self._run(list(enumerate(paths)), parts)
         except BaseException:
             self.close()
             raise
-        return results  # type: ignore[return-value]
+        return in_order(parts, len(paths))
 
-    def _run(self, tasks: list[tuple[int, str]], results: list) -> None:
+    def _run(self, tasks: list[tuple[int, str]], parts: list) -> None:
         pending = deque(tasks)
         while len(self._workers) < min(self.n_workers, len(tasks)):
             self._workers.append(self._spawn())
@@ -141,12 +162,12 @@ class WorkerPool:
             ]
             wait(waitables, timeout=self._next_deadline(now))
             for index, worker in enumerate(list(self._workers)):
-                done, alive = self._drain(worker, results)
+                done, alive = self._drain(worker, parts)
                 remaining -= done
                 if not alive:
-                    remaining -= self._replace(index, worker, pending, results, "worker_crashed")
+                    remaining -= self._replace(index, worker, pending, parts, "worker_crashed")
                 elif self._overdue(worker, time.monotonic()):
-                    remaining -= self._replace(index, worker, pending, results, "timeout")
+                    remaining -= self._replace(index, worker, pending, parts, "timeout")
 
     def _feed(self, worker: _Worker, pending: deque, now: float) -> None:
         """Keep a second chunk queued behind the running one, so a worker never waits for the
@@ -155,17 +176,17 @@ class WorkerPool:
         if not worker.ready or not pending:
             return
         chunk = max(1, min(_MAX_CHUNK, len(pending) // (self.n_workers * 8)))
-        if len(worker.inflight) > chunk:
+        if worker.n_inflight() > chunk:
             return
         batch = [pending.popleft() for _ in range(min(chunk, len(pending)))]
         worker.conn.send(batch)
         if not worker.inflight:
             worker.head_since = now
-        worker.inflight.extend(batch)
+        worker.inflight.append(batch)
 
     def _next_deadline(self, now: float) -> float:
         deadlines = [
-            (w.head_since + self.file_timeout) if w.ready else (w.spawned_at + _STARTUP_TIMEOUT)
+            (w.file_started() + self.file_timeout) if w.ready else (w.spawned_at + _STARTUP_TIMEOUT)
             for w in self._workers
             if w.inflight or not w.ready
         ]
@@ -174,35 +195,40 @@ class WorkerPool:
     def _overdue(self, worker: _Worker, now: float) -> bool:
         if not worker.ready:
             return now - worker.spawned_at > _STARTUP_TIMEOUT
-        return bool(worker.inflight) and now - worker.head_since > self.file_timeout
+        return bool(worker.inflight) and now - worker.file_started() > self.file_timeout
 
-    def _drain(self, worker: _Worker, results: list) -> tuple[int, bool]:
+    def _drain(self, worker: _Worker, parts: list) -> tuple[int, bool]:
         """Read every message waiting on the worker's pipe -> (files finished, still alive)."""
         done = 0
         try:
             while worker.conn.poll():
-                message = worker.conn.recv()
+                message = worker.conn.recv_bytes()
                 if message == _READY:
                     worker.ready = True
                     continue
-                task_id, result = message
-                head_id, _ = worker.inflight.popleft()
-                assert head_id == task_id, "worker answered out of order"
-                results[task_id] = result
+                chunk = worker.inflight.popleft()
+                rows = from_ipc(message)
+                if rows.num_rows != len(chunk):
+                    raise RuntimeError(f"worker answered {rows.num_rows} rows for {len(chunk)}")
+                parts.append(([task_id for task_id, _ in chunk], rows))
                 worker.head_since = time.monotonic()
-                done += 1
+                done += len(chunk)
         except (EOFError, OSError):
             return done, False
         return done, worker.process.is_alive()
 
-    def _replace(self, index, worker, pending, results, error_type) -> int:
-        """Kill ``worker``, fail its in-flight file, requeue the rest; -> files failed (0 or 1)."""
+    def _replace(self, index, worker, pending, parts, error_type) -> int:
+        """Kill ``worker``, fail the file it was on, requeue the rest; -> files failed (0/1)."""
         self._kill(worker)
         if error_type == "worker_crashed":
             self.counters["worker_deaths"] += 1
         failed = 0
-        if worker.inflight:
-            task_id, path = worker.inflight.popleft()
+        held = [task for chunk in worker.inflight for task in chunk]
+        if held:
+            current = int(worker.progress[0])
+            # Not yet begun on the head chunk (its record is an older file's): blame its first.
+            culprit = next((t for t in held if t[0] == current), held[0])
+            task_id, path = culprit
             if error_type == "timeout":
                 self.counters["timeouts"] += 1
                 message = f"parsing took longer than {self.file_timeout:g} s (file_timeout); worker killed"
@@ -210,9 +236,9 @@ class WorkerPool:
                 code = worker.process.exitcode
                 message = f"worker process died (exit code {code}) while parsing this file"
             logger.warning("%s: %s", path, message)
-            results[task_id] = FileResult.failed(error_type, message)
+            parts.append(([task_id], result_table([FileResult.failed(error_type, message)])))
             failed = 1
-            pending.extendleft(reversed(worker.inflight))
+            pending.extendleft(reversed([t for t in held if t is not culprit]))
         if worker.ready:
             self._startup_failures = 0
         else:

@@ -1,9 +1,17 @@
 """The MIDI shard schema and the Arrow table built from per-file results.
 
-Public API: ``MIDI_SCHEMA`` (``BASE_FIELDS`` first) and ``build_table(rows) -> pa.Table`` where
-``rows`` are (Record, FileResult) pairs. Feature columns are null on failed rows. List columns
-are built from flat numpy arrays plus offsets (no Python lists of dicts): one concatenation per
-batch, whatever its size. Column meanings are defined in ``features``.
+Public API:
+- ``MIDI_SCHEMA`` (``BASE_FIELDS`` first) and ``RESULT_SCHEMA``: the same columns less the ones
+  a record supplies (``idx``, ``id``, ``midi_path``). Column meanings are defined in ``features``.
+- ``result_table(results)``: one row per ``FileResult``; feature columns null on failed rows.
+  Workers build it per chunk, so the parent never touches per-file numpy arrays.
+- ``in_order(parts, n)``: rows gathered from several result tables back into record order.
+- ``build_table(records, results)``: the shard table, record columns beside the results.
+- ``to_ipc(table)`` / ``from_ipc(data)``: Arrow IPC stream bytes, how result rows cross process
+  boundaries and sit in the cache (a slice's stream holds only its own rows; pickle holds all).
+
+List columns are built from flat numpy arrays plus offsets (no Python lists of dicts): one
+concatenation per chunk, whatever its size.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ SCALAR_FEATURES = [
 ]
 LIST_FEATURES = [("programs", pa.int16()), ("top_instruments", pa.int16())]
 
+_RECORD_COLUMNS = ("idx", "id", "midi_path")
 MIDI_SCHEMA = pa.schema(
     [
         *BASE_FIELDS,
@@ -67,6 +76,8 @@ MIDI_SCHEMA = pa.schema(
         pa.field("notes", pa.list_(NOTE_TYPE)),
     ]
 )
+
+RESULT_SCHEMA = pa.schema([f for f in MIDI_SCHEMA if f.name not in _RECORD_COLUMNS])
 
 
 def _offsets(lengths: list[int]) -> pa.Array:
@@ -115,18 +126,15 @@ def _histogram_column(features: list) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), 12, mask=pa.array(mask))
 
 
-def build_table(rows: Sequence[tuple[Record, FileResult]]) -> pa.Table:
-    features = [r.features for _, r in rows]
+def result_table(results: Sequence[FileResult]) -> pa.Table:
+    features = [r.features for r in results]
     failed = np.array([f is None for f in features], dtype=bool)
     columns: dict[str, pa.Array] = {
-        "idx": pa.array([rec.idx for rec, _ in rows], pa.int64()),
-        "id": pa.array([rec.id for rec, _ in rows], pa.string()),
         "status": pa.array([STATUS_FAILED if f else STATUS_OK for f in failed], pa.string()),
-        "error_type": pa.array([r.error_type for _, r in rows], pa.string()),
-        "error": pa.array([r.error for _, r in rows], pa.string()),
-        "midi_path": pa.array([rec.midi_path for rec, _ in rows], pa.string()),
-        "content_sha256": pa.array([r.sha256 for _, r in rows], pa.string()),
-        "parser": pa.array([r.parser for _, r in rows], pa.string()),
+        "error_type": pa.array([r.error_type for r in results], pa.string()),
+        "error": pa.array([r.error for r in results], pa.string()),
+        "content_sha256": pa.array([r.sha256 for r in results], pa.string()),
+        "parser": pa.array([r.parser for r in results], pa.string()),
     }
     for name, kind in SCALAR_FEATURES:
         columns[name] = pa.array([None if f is None else getattr(f, name) for f in features], kind)
@@ -136,4 +144,48 @@ def build_table(rows: Sequence[tuple[Record, FileResult]]) -> pa.Table:
         )
     columns["pitch_class_histogram"] = _histogram_column(features)
     columns["notes"] = _notes_column(features, failed)
-    return pa.Table.from_arrays(list(columns.values()), schema=MIDI_SCHEMA)
+    return pa.Table.from_arrays([columns[f.name] for f in RESULT_SCHEMA], schema=RESULT_SCHEMA)
+
+
+def in_order(parts: Sequence[tuple[Sequence[int], pa.Table]], n: int) -> pa.Table:
+    """``parts`` = (positions, rows) pairs that together cover positions 0..n-1 once each.
+
+    Parts usually hold runs in order (a worker's chunk, a whole batch): sorted by their first
+    position they then concatenate without copying a row; only interleaved parts are taken.
+    """
+    parts = sorted(((p, rows) for p, rows in parts if len(p)), key=lambda part: part[0][0])
+    if not parts:
+        return RESULT_SCHEMA.empty_table()
+    positions = np.concatenate([np.asarray(p, np.int64) for p, _ in parts])
+    if positions.size != n:
+        raise ValueError(f"{positions.size} rows for {n} positions")
+    table = pa.concat_tables([rows for _, rows in parts])
+    if np.array_equal(positions, np.arange(n)):
+        return table
+    order = np.empty(n, np.int64)
+    order[positions] = np.arange(n)
+    return table.take(order)
+
+
+def build_table(records: Sequence[Record], results: pa.Table) -> pa.Table:
+    supplied = {
+        "idx": pa.array([rec.idx for rec in records], pa.int64()),
+        "id": pa.array([rec.id for rec in records], pa.string()),
+        "midi_path": pa.array([rec.midi_path for rec in records], pa.string()),
+    }
+    columns = [
+        pa.chunked_array([supplied[f.name]]) if f.name in supplied else results.column(f.name)
+        for f in MIDI_SCHEMA
+    ]
+    return pa.Table.from_arrays(columns, schema=MIDI_SCHEMA)
+
+
+def to_ipc(table: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def from_ipc(data) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()

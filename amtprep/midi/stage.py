@@ -24,9 +24,9 @@ from amtprep.midi.cache import FeatureCache
 from amtprep.midi.errors import MidiFileError
 from amtprep.midi.extract import BACKENDS, FileResult, read_midi_bytes
 from amtprep.midi.pool import WorkerPool
-from amtprep.midi.schema import MIDI_SCHEMA, build_table
+from amtprep.midi.schema import MIDI_SCHEMA, build_table, in_order, result_table
 from amtprep.midi.version import FEATURE_VERSION
-from amtprep.records import Record
+from amtprep.records import STATUS_OK, Record
 
 logger = logging.getLogger(__name__)
 
@@ -58,45 +58,64 @@ class MidiStage:
         return MIDI_SCHEMA
 
     def process(self, records: Sequence[Record]) -> pa.Table:
-        results: list[FileResult | None] = [None] * len(records)
+        done: list[tuple[int, FileResult]] = []  # failed before parsing
+        hits: list[tuple[int, pa.Table]] = []
         to_parse: list[int] = []
-        cache_keys: dict[int, str] = {}
         for i, record in enumerate(records):
             if record.row_error:
-                results[i] = FileResult.failed("malformed_row", record.row_error)
+                done.append((i, FileResult.failed("malformed_row", record.row_error)))
             elif self._cache is None:
                 to_parse.append(i)
             else:
-                results[i] = self._from_cache(record, cache_keys, i)
-                if results[i] is None:
+                found = self._from_cache(record)
+                if isinstance(found, FileResult):
+                    done.append((i, found))
+                elif found is not None:
+                    hits.append((i, found))
+                else:
                     to_parse.append(i)
         parsed = self._pool.run([records[i].resolved_path for i in to_parse])
-        for i, result in zip(to_parse, parsed, strict=True):
-            results[i] = result
-            if self._cache is not None and result.sha256 is not None:
-                self._cache.put(self._cache.key(result.sha256), result)
+        if self._cache is not None:
+            self._fill_cache(parsed)
+        results = in_order(
+            [
+                ([i for i, _ in done], result_table([r for _, r in done])),
+                *(([i], row) for i, row in hits),
+                (to_parse, parsed),
+            ],
+            len(records),
+        )
         self._count(results)
-        return build_table(list(zip(records, results, strict=True)))
+        return build_table(records, results)
 
-    def _from_cache(self, record: Record, keys: dict[int, str], i: int) -> FileResult | None:
+    def _from_cache(self, record: Record) -> pa.Table | FileResult | None:
+        """The cached row, a failure reading the file, or None (a miss)."""
         try:
             data = read_midi_bytes(record.resolved_path, self.cfg.max_midi_bytes)
         except MidiFileError as exc:
             return FileResult.failed(exc.error_type, str(exc))
-        keys[i] = self._cache.key(FeatureCache.content_hash(data))
-        hit = self._cache.get(keys[i])
+        hit = self._cache.get(self._cache.key(FeatureCache.content_hash(data)))
         self._counts["cache_hits" if hit is not None else "cache_misses"] += 1
         return hit
 
-    def _count(self, results: list[FileResult]) -> None:
+    def _fill_cache(self, parsed: pa.Table) -> None:
+        statuses = parsed.column("status").to_pylist()
+        for j, (sha256, status) in enumerate(
+            zip(parsed.column("content_sha256").to_pylist(), statuses, strict=True)
+        ):
+            if status == STATUS_OK:  # failures are not cached: a fixed file is retried
+                self._cache.put(self._cache.key(sha256), parsed.slice(j, 1))
+
+    def _count(self, results: pa.Table) -> None:
         c = self._counts
-        for result in results:
-            c["files"] += 1
-            c["ok" if result.features is not None else "failed"] += 1
-            if result.parser == "mido_clip":
-                c["clipped"] += 1
-            if self.cfg.backend != "mido" and result.parser in ("mido", "mido_clip"):
-                c["fallbacks"] += 1
+        statuses = results.column("status").to_pylist()
+        c["files"] += len(statuses)
+        c["ok"] += statuses.count(STATUS_OK)
+        c["failed"] += len(statuses) - statuses.count(STATUS_OK)
+        parsers = results.column("parser").to_pylist()
+        c["clipped"] += parsers.count("mido_clip")
+        if self.cfg.backend != "mido":
+            c["fallbacks"] += parsers.count("mido") + parsers.count("mido_clip")
 
     def counters(self) -> dict[str, int]:
         return {**self._counts, **self._pool.counters}

@@ -89,6 +89,33 @@ def test_overlapping_same_pitch_pairs_first_in_first_out(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_notes_under_a_zero_tempo_order_by_seconds_not_ticks(backend):
+    # Tempo 0 (0 µs per quarter) stops the clock: 70 at tick 0 and 60 at tick 10 both start at
+    # 0 s, so the documented order (start_s, pitch, ...) puts 60 first; sorting by ticks would not.
+    conductor = [meta("set_tempo", tempo=0), meta("set_tempo", delta=20, tempo=500_000)]
+    voice = [note(70), note(60, delta=10), note(70, 0, 10), note(60, 0, 480)]
+    f = features(midi_bytes(conductor, voice), backend)
+    assert f.note_pitch.tolist() == [60, 70]
+    assert f.note_start_s.tolist() == [0.0, 0.0]
+    assert f.note_end_s.tolist() == [0.5, 0.0]  # 480 ticks at 120 bpm after the clock restarts
+    assert f.polyphony_max == 1  # 70 ends at 0 s, as 60 starts (ends count first)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_note_order_is_start_pitch_end_program_velocity(backend):
+    # Same start: pitch decides; same start and pitch: end, then program, then velocity.
+    piano = [note(64, 90), note(60, 80), note(60, 70)]
+    piano += [note(60, 0, 240), note(60, 0, 0), note(64, 0, 240)]
+    organ = [mido.Message("program_change", program=19, channel=1), note(60, 50, channel=1)]
+    organ += [note(60, 0, 480, channel=1)]
+    f = features(midi_bytes(piano, organ), backend)
+    assert f.note_pitch.tolist() == [60, 60, 60, 64]
+    assert f.note_end_s.tolist() == [0.25, 0.25, 0.5, 0.5]
+    assert f.note_velocity.tolist() == [70, 80, 50, 90]
+    assert f.note_program.tolist() == [0, 0, 19, 0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_unclosed_note_is_dropped_and_velocity_zero_closes(backend):
     voice = [note(60), note(64, delta=10), note(60, 0, 10), note(67)]  # 64 and 67 never end
     f = features(midi_bytes(voice), backend)

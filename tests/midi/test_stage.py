@@ -166,3 +166,43 @@ def test_cache_hits_on_second_run_and_misses_after_content_change(tmp_path, midi
 def test_importing_the_midi_stage_never_imports_torch():
     code = "import sys, amtprep.midi; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.getcwd())
+
+
+@pytest.mark.slow
+def test_timeout_in_the_middle_of_a_chunk_keeps_every_other_file(tmp_path, midi_config):
+    # 40 files on one worker go out in chunks of 5: the slow file is third of the first chunk,
+    # so two finished rows die with the killed worker and two were never started.
+    files = {f"{i}.mid": generate_midi(i, notes_per_track=30) for i in range(40)}
+    files["2.mid"] = slow_midi()
+    records = records_for(tmp_path, files)
+    midi_config.file_timeout = 1.0
+    with MidiStage(midi_config) as stage:
+        table = stage.process(records)
+        assert stage.counters()["timeouts"] == 1
+    with MidiStage(dataclasses.replace(midi_config, backend="mido", workers=2)) as stage:
+        reference = stage.process([r for r in records if r.id != "id2"])
+    rows = by_id(table)
+    assert rows["id2"]["error_type"] == "timeout"
+    assert table.column("idx").to_pylist() == list(range(40))
+    kept = table.filter(pa.compute.not_equal(table.column("id"), "id2"))
+    assert kept.drop_columns(["parser"]).equals(reference.drop_columns(["parser"]))
+
+
+def test_unreadable_cache_entry_is_a_miss_not_a_crash(tmp_path, midi_config, caplog):
+    import diskcache
+
+    records = records_for(tmp_path, {"a.mid": GOOD})
+    midi_config.use_cache = True
+    with MidiStage(midi_config) as stage:
+        cold = stage.process(records)
+    with diskcache.Cache(str(midi_config.cache_dir / "midi")) as cache:
+        (key,) = list(cache)
+        cache.set(key, b"not an arrow stream")
+    with MidiStage(midi_config) as stage:
+        again = stage.process(records)
+        assert (stage.counters()["cache_hits"], stage.counters()["cache_misses"]) == (0, 1)
+    assert again.equals(cold)
+    assert "unreadable" in caplog.text
+    with MidiStage(midi_config) as stage:  # the parse refilled the entry
+        assert stage.process(records).equals(cold)
+        assert stage.counters()["cache_hits"] == 1
