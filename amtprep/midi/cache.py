@@ -17,7 +17,6 @@ import logging
 from pathlib import Path
 
 import diskcache
-
 import pyarrow as pa
 
 from amtprep.midi.schema import from_ipc, to_ipc
