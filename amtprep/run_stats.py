@@ -61,8 +61,15 @@ def _stage_block(ledger: StageLedger) -> dict[str, Any]:
         "files_per_second": round(ck.processed / seconds, 2) if seconds > 0 else None,
         "shards": len(ck.shards),
         "counters": ck.counters,
+        "cache_hit_rate": _hit_rate(ck.counters),
         "settings": ck.settings,
     }
+
+
+def _hit_rate(counters: dict) -> float | None:
+    """Share of cache look-ups that hit; None when the cache was off (no look-ups)."""
+    lookups = counters.get("cache_hits", 0) + counters.get("cache_misses", 0)
+    return round(counters.get("cache_hits", 0) / lookups, 4) if lookups else None
 
 
 def build_statistics(

@@ -164,6 +164,8 @@ def test_force_restart_discards_shards_but_keeps_cache(
     ck = json.loads((out / "midi_checkpoint.json").read_text())
     assert ck["counters"].get("cache_hits", 0) == 30  # the cache survived the restart
     assert cache.exists()
+    stats = json.loads((out / "statistics.json").read_text())
+    assert stats["stages"]["midi"]["cache_hit_rate"] == 1.0  # 30 good files, all served
 
 
 def test_mode_continue_without_checkpoint_says_so(corpus: Path, tmp_path: Path, tiny_bert: Path):

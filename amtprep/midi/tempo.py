@@ -37,11 +37,11 @@ class TempoMap:
             # Last event at each tick wins; stable sort keeps mido's track order for ties.
             order = np.argsort(ticks, kind="stable")
             ticks, tempos = ticks[order], tempos[order]
-            last = np.r_[ticks[1:] != ticks[:-1], True]
+            last = np.append(ticks[1:] != ticks[:-1], True)
             ticks, tempos = ticks[last], tempos[last]
         if not ticks.size or ticks[0] != 0:
-            ticks = np.r_[np.int64(0), ticks]
-            tempos = np.r_[np.int64(DEFAULT_TEMPO), tempos]
+            ticks = np.concatenate(([0], ticks))
+            tempos = np.concatenate(([DEFAULT_TEMPO], tempos))
         if division < 0:
             fps_code = -(division >> 8)
             fps = 29.97 if fps_code == 29 else float(fps_code)
@@ -60,6 +60,8 @@ class TempoMap:
 
     def seconds(self, ticks: np.ndarray) -> np.ndarray:
         ticks = np.asarray(ticks, dtype=np.int64)
+        if self.seg_ticks.size == 1:  # one tempo: the same arithmetic, no segment look-up
+            return ticks * self.seg_scale[0]
         seg = np.searchsorted(self.seg_ticks, ticks, side="right") - 1
         return self.seg_seconds[seg] + (ticks - self.seg_ticks[seg]) * self.seg_scale[seg]
 
