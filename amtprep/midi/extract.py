@@ -89,7 +89,11 @@ def read_midi_bytes(path: str, max_bytes: int) -> bytes:
         raise TooLargeError(f"{size} bytes exceeds the limit of {max_bytes} (max_midi_bytes)")
     try:
         with open(path, "rb") as handle:
-            data = handle.read(max_bytes + 1)
+            # read(n) allocates n bytes up front: ask for what stat saw, and more only if the
+            # file grew since (up to the limit, to notice one that grew past it).
+            data = handle.read(size + 1)
+            if len(data) > size:
+                data += handle.read(max_bytes + 1 - len(data))
     except IsADirectoryError as exc:
         raise UnreadableFileError(f"{path} is a directory") from exc
     except OSError as exc:

@@ -24,6 +24,7 @@ Definitions (documented here once; ``schema`` only names the columns):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,8 +139,8 @@ def _polyphony(start: np.ndarray, end: np.ndarray) -> tuple[float | None, int]:
     started = np.arange(1, start.size + 1)
     poly_max = int((started - np.searchsorted(np.sort(end), start, side="right")).max())
     reach = np.maximum.accumulate(end)  # latest end so far
-    first = np.flatnonzero(np.r_[True, start[1:] > reach[:-1]])  # first note of each block
-    sounding = float(np.sum(reach[np.r_[first[1:] - 1, start.size - 1]] - start[first]))
+    first = np.flatnonzero(np.append(True, start[1:] > reach[:-1]))  # first note of each block
+    sounding = float(np.sum(reach[np.append(first[1:] - 1, start.size - 1)] - start[first]))
     total = float(np.sum(end - start))
     return (total / sounding if sounding > 0 else None), max(poly_max, 0)
 
@@ -181,7 +182,12 @@ def compute_features(parsed: ParsedMidi) -> MidiFeatures:
     )
     key_signature, _ = _first_and_changes(meta.key_signatures)
     poly_mean, poly_max = _polyphony(start, end)
-    vel = velocity.astype(np.float64)
+    vel_mean = vel_std = None
+    if n:  # np.mean / np.std arithmetic (pairwise sums), without their wrappers
+        vel = velocity.astype(np.float64)
+        vel_mean = float(vel.sum() / n)
+        deviation = vel - vel_mean
+        vel_std = math.sqrt(float((deviation * deviation).sum()) / n)
     return MidiFeatures(
         ticks_per_beat=parsed.division if parsed.division > 0 else None,
         midi_type=parsed.midi_type,
@@ -202,8 +208,8 @@ def compute_features(parsed: ParsedMidi) -> MidiFeatures:
         pitch_max=pitch_max,
         pitch_mean=pitch_mean,
         pitch_class_histogram=histogram,
-        velocity_mean=float(vel.mean()) if n else None,
-        velocity_std=float(vel.std()) if n else None,
+        velocity_mean=vel_mean,
+        velocity_std=vel_std,
         polyphony_mean=poly_mean,
         polyphony_max=poly_max,
         notes_per_second=n / duration if duration > 0 else None,

@@ -11,6 +11,8 @@ Public API:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
@@ -53,9 +55,10 @@ def mido_key_name(key: str) -> str:
 
 def estimate_key(profile: np.ndarray) -> tuple[str | None, float | None]:
     profile = np.asarray(profile, dtype=np.float64)
-    centered = profile - profile.mean()
-    norm = np.linalg.norm(centered)
-    if not np.isfinite(norm) or norm == 0.0:
+    # What mean() and linalg.norm() compute, without their Python-level wrappers (per file).
+    centered = profile - profile.sum() / profile.size
+    norm = math.sqrt(centered.dot(centered))
+    if not math.isfinite(norm) or norm == 0.0:
         return None, None
     scores = _PROFILES @ (centered / norm)
     best = int(np.argmax(scores))

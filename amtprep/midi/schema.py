@@ -7,8 +7,10 @@ Public API:
   Workers build it per chunk, so the parent never touches per-file numpy arrays.
 - ``in_order(parts, n)``: rows gathered from several result tables back into record order.
 - ``build_table(records, results)``: the shard table, record columns beside the results.
-- ``to_ipc(table)`` / ``from_ipc(data)``: Arrow IPC stream bytes, how result rows cross process
-  boundaries and sit in the cache (a slice's stream holds only its own rows; pickle holds all).
+- ``to_ipc(table)`` / ``from_ipc(data)``: an Arrow IPC stream, schema included, how result rows
+  sit in the cache (a slice's stream holds only its own rows; pickle would hold all).
+- ``to_message(table)`` / ``from_message(data)``: one IPC record batch without its schema, how a
+  worker's rows cross the pipe (both ends know ``RESULT_SCHEMA``; half the cost of a stream).
 
 List columns are built from flat numpy arrays plus offsets (no Python lists of dicts): one
 concatenation per chunk, whatever its size.
@@ -189,3 +191,11 @@ def to_ipc(table: pa.Table) -> pa.Buffer:
 
 def from_ipc(data) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+def to_message(rows: pa.Table) -> pa.Buffer:
+    return rows.combine_chunks().to_batches()[0].serialize()
+
+
+def from_message(data) -> pa.Table:
+    return pa.Table.from_batches([pa.ipc.read_record_batch(pa.py_buffer(data), RESULT_SCHEMA)])

@@ -33,7 +33,7 @@ class TempoMap:
         """``ticks``/``tempos`` in merged order (stable by tick). Raises ``CorruptMidiError``."""
         ticks = np.asarray(ticks, dtype=np.int64)
         tempos = np.asarray(tempos, dtype=np.int64)
-        if ticks.size:
+        if ticks.size > 1:
             # Last event at each tick wins; stable sort keeps mido's track order for ties.
             order = np.argsort(ticks, kind="stable")
             ticks, tempos = ticks[order], tempos[order]

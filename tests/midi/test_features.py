@@ -11,7 +11,11 @@ import pytest
 
 from amtprep.midi import extract_bytes
 from amtprep.midi.errors import CorruptMidiError
+from amtprep.midi.features import _note_order, _note_seconds
 from amtprep.midi.key import estimate_key, key_name, mido_key_name
+from amtprep.midi.notes import MetaEvents, NoteTable, ParsedMidi
+from amtprep.midi.parse_mido import parse_mido
+from amtprep.midi.tempo import TempoMap
 from tests.midi.conftest import meta, midi_bytes, note, raw_midi
 from tests.midi.midigen import generate_midi
 
@@ -221,3 +225,46 @@ def test_generated_files_match_mido_and_both_backends_agree(seed):
     )
     assert ours.shape == expected.shape
     np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-9)
+
+
+def _float_order(parsed, start, end):
+    notes = parsed.notes
+    return np.lexsort((notes.velocity, notes.program, end, notes.pitch, start))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_packed_tick_order_is_the_five_key_order(seed):
+    tpb = (96, 480, 10080, 32767)[seed % 4]
+    data = generate_midi(seed, tpb=tpb, n_tracks=3, notes_per_track=200)
+    parsed = parse_mido(data)
+    tempo_map = TempoMap.build(parsed.division, parsed.meta.tempo_tick, parsed.meta.tempo_value)
+    start, end, duration = _note_seconds(parsed, tempo_map)
+    assert tempo_map.orders_like_ticks(duration)
+    assert np.array_equal(
+        _note_order(parsed, tempo_map, start, end, duration), _float_order(parsed, start, end)
+    )
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_packed_tick_order_on_dense_ties(wide):
+    # Many notes tie on start and pitch, and on length too, so program and velocity decide.
+    # Starts near 2**40 ticks leave no room for the length in one int64 key: two keys are used.
+    rng = np.random.default_rng(5)
+    n = 2000
+    grid, step = (2**40 // 64, 2**20) if wide else (480, 240)
+    start = rng.integers(0, 64, n) * grid
+    end = start + rng.integers(0, 3, n) * step
+    pitch = rng.integers(60, 63, n)
+    velocity, program = rng.integers(1, 4, n), rng.choice([0, 5, 128], n)
+    notes = NoteTable.from_columns(start, end, pitch, velocity, program, np.zeros(n))
+    meta = MetaEvents(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32), [], [])
+    parsed = ParsedMidi(1, 1, 480, np.array([end.max()]), notes, meta)
+    tempo_map = TempoMap.build(480, meta.tempo_tick, meta.tempo_value)
+    start_s, end_s, duration = _note_seconds(parsed, tempo_map)
+    bits = int(start.max()).bit_length() + int((end - start).max()).bit_length()
+    assert (bits > 41) == wide
+    assert tempo_map.orders_like_ticks(duration)
+    assert np.array_equal(
+        _note_order(parsed, tempo_map, start_s, end_s, duration),
+        _float_order(parsed, start_s, end_s),
+    )

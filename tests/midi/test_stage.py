@@ -170,8 +170,8 @@ def test_importing_the_midi_stage_never_imports_torch():
 
 @pytest.mark.slow
 def test_timeout_in_the_middle_of_a_chunk_keeps_every_other_file(tmp_path, midi_config):
-    # 40 files on one worker go out in chunks of 5: the slow file is third of the first chunk,
-    # so two finished rows die with the killed worker and two were never started.
+    # 40 files on one worker go out in chunks of several files: the slow file is third of the
+    # first chunk, so two finished rows die with the killed worker and the rest never started.
     files = {f"{i}.mid": generate_midi(i, notes_per_track=30) for i in range(40)}
     files["2.mid"] = slow_midi()
     records = records_for(tmp_path, files)
