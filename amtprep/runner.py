@@ -115,12 +115,24 @@ class StageRunner:
         since_save = 0
         t_run = time.perf_counter()
         try:
-            for batch in plan_batches(records, self.ledger.covered(), self.batch_size):
+            batches = plan_batches(records, self.ledger.covered(), self.batch_size)
+            upcoming = next(batches, None)
+            while upcoming is not None:
+                batch = upcoming
                 if self.stop.requested:
                     result.stopped = True
                     break
                 t0 = time.perf_counter()
                 table = self._process(batch, attempts=np.ones(len(batch), dtype=np.int32))
+                # Read one batch ahead so the stage can work on it while this shard is written;
+                # an error reading it is raised once this batch is committed, as before.
+                deferred: Exception | None = None
+                try:
+                    upcoming = next(batches, None)
+                except Exception as exc:
+                    upcoming, deferred = None, exc
+                if upcoming is not None and not self.stop.requested:
+                    self._prefetch(upcoming)
                 entry = write_shard(
                     self.ledger.shard_dir,
                     table,
@@ -142,6 +154,8 @@ class StageRunner:
                     since_save = 0
                 self._report(bar, entry.rows, ck, dt)
                 batch_delay()
+                if deferred is not None:
+                    raise deferred
             else:
                 result.stopped = self.stop.requested
         finally:
@@ -210,6 +224,12 @@ class StageRunner:
         return result
 
     # -- internals --------------------------------------------------------------------------
+    def _prefetch(self, batch: list[Record]) -> None:
+        """A stage may start on the next batch early (``prefetch``); nothing is committed."""
+        prefetch = getattr(self.stage, "prefetch", None)
+        if callable(prefetch):
+            prefetch(batch)
+
     def _process(self, batch: list[Record], attempts: np.ndarray) -> pa.Table:
         table = self.stage.process(batch)
         _check_contract(table, batch, self.stage.name)

@@ -1,8 +1,8 @@
 """A small process pool with per-file deadlines that survives its workers dying.
 
 Public API: ``WorkerPool(n_workers, backend, max_bytes, file_timeout)`` with
-``run(paths) -> pa.Table`` (``RESULT_SCHEMA`` rows, same order), ``worker_pids()``,
-``counters`` and ``close()``.
+``run(paths) -> pa.Table`` (``RESULT_SCHEMA`` rows, same order), ``start(paths)`` (begin the
+next ``run`` early, without waiting), ``worker_pids()``, ``counters`` and ``close()``.
 
 Why not ``concurrent.futures``: a dead worker breaks a ``ProcessPoolExecutor`` for good, and it
 cannot stop one task that runs too long. Here each worker owns a pipe; the parent sends it chunks
@@ -94,6 +94,20 @@ class _Worker:
         return max(self.progress[1], self.head_since)
 
 
+@dataclass
+class _Job:
+    """One ``run``'s files: task ids are positions in ``paths``."""
+
+    paths: list[str]
+    pending: deque = field(init=False)
+    parts: list = field(default_factory=list)  # (task ids, result rows)
+    remaining: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pending = deque(enumerate(self.paths))
+        self.remaining = len(self.paths)
+
+
 class WorkerPool:
     def __init__(self, n_workers: int, backend: str, max_bytes: int, file_timeout: float) -> None:
         self.n_workers = max(1, n_workers)
@@ -104,6 +118,7 @@ class WorkerPool:
         self._ctx = mp.get_context("spawn")
         self._workers: list[_Worker] = []
         self._startup_failures = 0
+        self._started: _Job | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _spawn(self) -> _Worker:
@@ -131,6 +146,7 @@ class WorkerPool:
 
     def close(self) -> None:
         """Kill every worker; idempotent. A later ``run`` starts new ones."""
+        self._started = None
         workers, self._workers = self._workers, []
         for worker in workers:
             with contextlib.suppress(OSError):
@@ -140,23 +156,55 @@ class WorkerPool:
             worker.process.join(timeout=5)
 
     # -- scheduling ------------------------------------------------------------------------------
+    def start(self, paths: Sequence[str]) -> None:
+        """Hand out the first chunks of ``paths`` and return at once: workers parse while the
+        caller does other work (the runner writes the previous shard). ``run`` with the same
+        paths collects them; any other ``run`` discards them."""
+        self._discard_started()
+        if paths:
+            self._started = _Job(list(paths))
+            try:
+                self._begin(self._started)
+            except BaseException:
+                self.close()
+                raise
+
     def run(self, paths: Sequence[str]) -> pa.Table:
         if not paths:
             return in_order([], 0)
-        parts: list[tuple[list[int], pa.Table]] = []
+        job, self._started = self._started, None
+        if job is not None and job.paths != list(paths):
+            self._started = job
+            self._discard_started()
+            job = None
         try:
-            self._run(list(enumerate(paths)), parts)
+            if job is None:
+                job = _Job(list(paths))
+                self._begin(job)
+            self._finish(job)
         except BaseException:
             self.close()
             raise
-        return in_order(parts, len(paths))
+        return in_order(job.parts, len(paths))
 
-    def _run(self, tasks: list[tuple[int, str]], parts: list) -> None:
-        pending = deque(tasks)
-        while len(self._workers) < min(self.n_workers, len(tasks)):
+    def _discard_started(self) -> None:
+        """Results of a started job nobody collects would arrive mid-``run`` of another: the
+        simplest sure way to drop them is new workers (rare: the runner collects what it
+        starts, unless it stops)."""
+        if self._started is not None:
+            self._started = None
+            self.close()
+
+    def _begin(self, job: _Job) -> None:
+        while len(self._workers) < min(self.n_workers, len(job.paths)):
             self._workers.append(self._spawn())
-        remaining = len(tasks)
-        while remaining:
+        now = time.monotonic()
+        for worker in self._workers:  # deep queues: the caller will not feed them for a while
+            self._feed(worker, job.pending, now, depth=4)
+
+    def _finish(self, job: _Job) -> None:
+        pending, parts = job.pending, job.parts
+        while job.remaining:
             now = time.monotonic()
             for worker in self._workers:
                 self._feed(worker, pending, now)
@@ -166,26 +214,25 @@ class WorkerPool:
             wait(waitables, timeout=self._next_deadline(now))
             for index, worker in enumerate(list(self._workers)):
                 done, alive = self._drain(worker, parts)
-                remaining -= done
+                job.remaining -= done
                 if not alive:
-                    remaining -= self._replace(index, worker, pending, parts, "worker_crashed")
+                    job.remaining -= self._replace(index, worker, pending, parts, "worker_crashed")
                 elif self._overdue(worker, time.monotonic()):
-                    remaining -= self._replace(index, worker, pending, parts, "timeout")
+                    job.remaining -= self._replace(index, worker, pending, parts, "timeout")
 
-    def _feed(self, worker: _Worker, pending: deque, now: float) -> None:
+    def _feed(self, worker: _Worker, pending: deque, now: float, depth: int = 1) -> None:
         """Keep a second chunk queued behind the running one, so a worker never waits for the
         parent between chunks. Chunks shrink as the queue drains (``_SHRINK``), so workers
         finish a batch together instead of one idling at the end."""
-        if not worker.ready or not pending:
-            return
-        chunk = max(1, min(_MAX_CHUNK, len(pending) // (self.n_workers * _SHRINK)))
-        if worker.n_inflight() > chunk:
-            return
-        batch = [pending.popleft() for _ in range(min(chunk, len(pending)))]
-        worker.conn.send(batch)
-        if not worker.inflight:
-            worker.head_since = now
-        worker.inflight.append(batch)
+        while worker.ready and pending:
+            chunk = max(1, min(_MAX_CHUNK, len(pending) // (self.n_workers * _SHRINK)))
+            if worker.n_inflight() > depth * chunk:
+                return
+            batch = [pending.popleft() for _ in range(min(chunk, len(pending)))]
+            worker.conn.send(batch)
+            if not worker.inflight:
+                worker.head_since = now
+            worker.inflight.append(batch)
 
     def _next_deadline(self, now: float) -> float:
         deadlines = [

@@ -88,6 +88,13 @@ class MidiStage:
         self._count(results)
         return build_table(records, results)
 
+    def prefetch(self, records: Sequence[Record]) -> None:
+        """Start parsing the batch ``process`` will get next, so the workers parse while the
+        runner writes the current shard. With the cache on it does nothing: look-ups happen in
+        ``process``, and a hit must not be parsed."""
+        if self._cache is None:
+            self._pool.start([r.resolved_path for r in records if not r.row_error])
+
     def _from_cache(self, record: Record) -> pa.Table | FileResult | None:
         """The cached row, a failure reading the file, or None (a miss)."""
         try:

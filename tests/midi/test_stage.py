@@ -206,3 +206,29 @@ def test_unreadable_cache_entry_is_a_miss_not_a_crash(tmp_path, midi_config, cap
     with MidiStage(midi_config) as stage:  # the parse refilled the entry
         assert stage.process(records).equals(cold)
         assert stage.counters()["cache_hits"] == 1
+
+
+def test_prefetched_batch_is_collected_and_a_mismatch_is_discarded(tmp_path, midi_config):
+    files = {f"{i}.mid": generate_midi(i, notes_per_track=30) for i in range(12)}
+    records = records_for(tmp_path, files)
+    first, second = records[:6], records[6:]
+    midi_config.workers = 2
+    with MidiStage(midi_config) as stage:
+        reference = [stage.process(first), stage.process(second)]
+    with MidiStage(midi_config) as stage:
+        stage.process(first)
+        started = stage.counters()["workers_started"]
+        stage.prefetch(second)  # parsed while the caller writes the first batch's shard
+        assert stage.process(second).equals(reference[1])
+        assert stage.counters()["workers_started"] == started  # collected, not redone
+        stage.prefetch(second)
+        assert stage.process(first).equals(reference[0])  # not what was started: dropped
+        assert stage.process(second).equals(reference[1])
+
+
+def test_prefetch_does_nothing_with_the_cache_on(tmp_path, midi_config):
+    records = records_for(tmp_path, {"a.mid": GOOD})
+    midi_config.use_cache = True
+    with MidiStage(midi_config) as stage:
+        stage.prefetch(records)
+        assert stage.worker_pids() == []  # a cache hit must not be parsed: look-ups come first
