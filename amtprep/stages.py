@@ -11,6 +11,9 @@ Contract every stage keeps:
   (e.g. model cannot run) and stops the run.
 - ``fingerprint()`` lists every setting that changes the stage's output; a resume refuses when it
   differs from the checkpoint's.
+- Optional ``prefetch(records)``: the runner passes the next batch before writing the current
+  shard, so the stage can start on it; the next ``process`` gets those records (a stage must
+  still give the right rows if it does not). Nothing prefetched is ever committed by itself.
 """
 
 from __future__ import annotations
