@@ -221,9 +221,10 @@ class WorkerPool:
                     job.remaining -= self._replace(index, worker, pending, parts, "timeout")
 
     def _feed(self, worker: _Worker, pending: deque, now: float, depth: int = 1) -> None:
-        """Keep a second chunk queued behind the running one, so a worker never waits for the
-        parent between chunks. Chunks shrink as the queue drains (``_SHRINK``), so workers
-        finish a batch together instead of one idling at the end."""
+        """Keep chunks queued behind the running one (one more by default, ``depth`` more when
+        the caller is about to look away), so a worker never waits for the parent between
+        chunks. Chunks shrink as the queue drains (``_SHRINK``), so workers finish a batch
+        together instead of one idling at the end."""
         while worker.ready and pending:
             chunk = max(1, min(_MAX_CHUNK, len(pending) // (self.n_workers * _SHRINK)))
             if worker.n_inflight() > depth * chunk:
