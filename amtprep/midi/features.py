@@ -119,15 +119,13 @@ def _note_order(parsed: ParsedMidi, tempo_map: TempoMap, start, end, duration) -
         or int(parsed.end_ticks.max()) >= 2**48
     ):
         return np.lexsort((notes.velocity, notes.program, end, notes.pitch, start))
-    length = notes.end_tick - notes.start_tick
+    head = (notes.start_tick << 7) | notes.pitch
     tail = (notes.program.astype(np.int64) << 7) | notes.velocity
-    start_bits = int(notes.start_tick.max()).bit_length()
+    length = notes.end_tick - notes.start_tick
     length_bits = int(length.max()).bit_length()
-    if start_bits + length_bits <= 41:
-        head = (notes.start_tick << 7) | notes.pitch
+    if int(notes.start_tick.max()).bit_length() + length_bits <= 41:
         return np.argsort((((head << length_bits) | length) << 15) | tail, kind="stable")
-    high = (notes.start_tick << 7) | notes.pitch
-    return np.lexsort(((notes.end_tick << 15) | tail, high))
+    return np.lexsort(((notes.end_tick << 15) | tail, head))
 
 
 def _polyphony(start: np.ndarray, end: np.ndarray) -> tuple[float | None, int]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from amtprep.midi.container import MidiHeader
 
-_INT32_MAX = 2**31 - 1
+INT32_MAX = 2**31 - 1  # symusic stores ticks as int32
 _END_OF_TRACK = b"\xff\x2f\x00"
 _END_MARKER = b"\xff\x06\x01\x00"
 
@@ -112,7 +112,7 @@ def _tick_bound(data: bytes) -> int:
 def plain_tracks(data: bytes, header: MidiHeader) -> bool:
     match = _TRACK.fullmatch
     return all(match(data, start, end) for start, end in header.track_offsets) and (
-        _tick_bound(data) <= _INT32_MAX
+        _tick_bound(data) <= INT32_MAX
     )
 
 

@@ -25,8 +25,6 @@ from amtprep.midi.errors import BackendRejectedError, CorruptMidiError, NeedsMid
 from amtprep.midi.key import key_name
 from amtprep.midi.notes import GM_DRUMS, MetaEvents, NoteTable, ParsedMidi
 
-_INT32_MAX = 2**31 - 1
-
 
 def parse_symusic(data: bytes, header: MidiHeader) -> ParsedMidi:
     if header.midi_type == 2:
@@ -108,7 +106,7 @@ def _scan_end_tick(data: bytes, header: MidiHeader) -> int:
     except CorruptMidiError as exc:  # let mido name the problem (often "truncated")
         raise BackendRejectedError(f"event scan: {exc}") from exc
     end_tick = max(end_ticks, default=0)
-    if end_tick > _INT32_MAX:
+    if end_tick > grammar.INT32_MAX:
         raise NeedsMidoError("ticks beyond int32")
     return end_tick
 

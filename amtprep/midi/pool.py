@@ -174,8 +174,7 @@ class WorkerPool:
             return in_order([], 0)
         job, self._started = self._started, None
         if job is not None and job.paths != list(paths):
-            self._started = job
-            self._discard_started()
+            self.close()  # see _discard_started: new workers drop the started job's results
             job = None
         try:
             if job is None:
