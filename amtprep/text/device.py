@@ -45,17 +45,17 @@ def choose_compute(dtype: str, device: str, *, bf16_supported: bool) -> ComputeP
             return ComputePlan("cpu", "fp32", autocast=False)
         if dtype == "fp16":
             raise ConfigError(
-                "dtype fp16 needs a GPU; on CPU use --text_dtype bf16 (fast, cosine >= 0.9999) or fp32"
+                "dtype fp16 needs a GPU; on CPU use --dtype bf16 (fast, cosine >= 0.9999) or fp32"
             )
         if not bf16_supported:
             raise ConfigError(
-                "dtype bf16 is not supported by this CPU (no AVX512-BF16/AMX); use --text_dtype fp32"
+                "dtype bf16 is not supported by this CPU (no AVX512-BF16/AMX); use --dtype fp32"
             )
         return ComputePlan("cpu", "bf16", autocast=True)
     if dtype == "auto":
         dtype = "bf16" if bf16_supported else "fp16"
     elif dtype == "bf16" and not bf16_supported:
-        raise ConfigError("dtype bf16 is not supported by this GPU; use --text_dtype fp16 or fp32")
+        raise ConfigError("dtype bf16 is not supported by this GPU; use --dtype fp16 or fp32")
     return ComputePlan(device, dtype, autocast=False)
 
 

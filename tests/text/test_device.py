@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import torch
@@ -55,6 +56,21 @@ def test_choose_compute(dtype, device, bf16, expected):
 def test_choose_compute_refuses_what_cannot_run(dtype, device, bf16, message):
     with pytest.raises(ConfigError, match=message):
         choose_compute(dtype, device, bf16_supported=bf16)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "device", "bf16"),
+    [("fp16", "cpu", True), ("bf16", "cpu", False), ("bf16", "cuda", False)],
+)
+def test_refusal_names_a_flag_the_command_line_knows(dtype, device, bf16):
+    from amtprep.cli import build_parser
+
+    known = set(build_parser()._option_string_actions)
+    with pytest.raises(ConfigError) as info:
+        choose_compute(dtype, device, bf16_supported=bf16)
+    named = re.findall(r"--[\w-]+", str(info.value))
+    assert named, str(info.value)  # it tells the user which flag to change
+    assert set(named) <= known, str(info.value)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback when CUDA is absent")
