@@ -58,7 +58,8 @@ COLUMN_DESCRIPTIONS = {
     "top_instruments": "up to 5 programs ranked by total note time (128 means drums)",
     "pitch_class_histogram": "duration-weighted pitch-class distribution C..B, sums to 1",
     "notes": "note sequence ordered by start: pitch, velocity, start_s, end_s, program, is_drum",
-    "n_tokens": "caption length in model tokens, special tokens included, before truncation",
+    "n_tokens": "caption length in model tokens, special tokens included, after truncation "
+    "(at most max_length)",
     "truncated": "whether the caption was longer than max_length and truncated",
     "embedding": "caption embedding from the text model (see Model and settings)",
 }

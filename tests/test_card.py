@@ -92,3 +92,22 @@ def test_datasets_loads_the_folder_through_the_card(tmp_path: Path, monkeypatch)
     write_dataset_card(final, table.schema, {"rows": 2}, {})
     ds = datasets.load_dataset(str(final), split="train", cache_dir=str(tmp_path / "cache"))
     assert ds["idx"] == [0, 1]
+
+
+def test_n_tokens_is_described_as_the_stage_counts_it(tmp_path: Path, tiny_bert: Path) -> None:
+    from amtprep.config import TextConfig
+    from amtprep.records import Record
+    from amtprep.text import TextStage
+
+    long_caption = "a slow piano piece in C major with soft strings " * 20
+    stage = TextStage(TextConfig(model=str(tiny_bert), max_length=16))
+    try:
+        table = stage.process([Record(0, "r0", "a.mid", "/data/a.mid", long_caption)])
+    finally:
+        stage.close()
+    row = table.to_pylist()[0]
+    assert row["truncated"] and row["n_tokens"] == 16  # counted after truncation
+    text = write_dataset_card(tmp_path, table.schema, COUNTS, SETTINGS).read_text(encoding="utf-8")
+    (described,) = [line for line in text.splitlines() if line.startswith("| `n_tokens`")]
+    assert "after truncation" in described and "at most max_length" in described
+    assert "before truncation" not in described
