@@ -2,6 +2,8 @@
 
 Operator-facing errors (``AmtprepError`` subclasses) are printed by the CLI as one line and turn
 into a non-zero exit; each also inherits the matching built-in so callers can catch either.
+Exit codes: 0 done, 1 unexpected error, 2 usage (argparse), 3 ``LockHeldError``, 4 any other
+operator error, 128 + signal number ``Interrupted``.
 Per-record problems are never raised out of a stage: they become failed rows (see ``records``).
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 class AmtprepError(Exception):
     """Base class: a problem the operator must fix; the message says what and how."""
 
-    exit_code = 2
+    exit_code = 4  # not 2: argparse exits 2 for a usage error, and scripts must tell them apart
 
 
 class InputFileError(AmtprepError, OSError):
