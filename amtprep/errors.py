@@ -46,6 +46,10 @@ class LockHeldError(AmtprepError):
     exit_code = 3
 
 
+class LockUnsupportedError(AmtprepError, OSError):
+    """The output directory's file system cannot lock files (NFS without lockd, some FUSE mounts)."""
+
+
 class DiskWriteError(AmtprepError, OSError):
     """Writing a shard or checkpoint failed (disk full, I/O error, read-only)."""
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
 
 from amtprep.cli import main
+from amtprep.io import lock
 
 
 def test_operator_error_exits_4_and_a_usage_error_exits_2(tmp_path: Path, capsys) -> None:
@@ -19,3 +22,18 @@ def test_operator_error_exits_4_and_a_usage_error_exits_2(tmp_path: Path, capsys
     with pytest.raises(SystemExit) as usage:
         main(["--input_file", str(missing), "--no_such_flag"])
     assert usage.value.code == 2
+
+
+def test_output_dir_without_file_locks_is_an_operator_error(
+    corpus: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(lock.fcntl, "flock", no_locks)  # an NFS mount without lockd
+    code = main(
+        ["--input_file", str(corpus), "--output_dir", str(tmp_path / "out"), "--no_progress"]
+    )
+    err = capsys.readouterr().err
+    assert code == 4, err
+    assert "does not support file locks" in err and "unexpected" not in err

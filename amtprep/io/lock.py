@@ -3,13 +3,15 @@
 An ``fcntl.flock`` on ``<output_dir>/.amtprep.lock`` decides who owns the directory: the kernel
 drops it when the holder dies (even by SIGKILL or power loss), so a stale lock can always be taken
 over. The file's JSON body names the holder (PID, host, start time, command) for the message a
-second run prints.
+second run prints. A file system that cannot lock (``flock`` fails with ENOLCK or EOPNOTSUPP:
+NFS without lockd, some FUSE mounts) is refused: without the lock two runs could both write.
 
 Public: ``OutputLock``.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -19,11 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-from amtprep.errors import LockHeldError
+from amtprep.errors import LockHeldError, LockUnsupportedError
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".amtprep.lock"
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 
 
 class OutputLock:
@@ -32,7 +35,8 @@ class OutputLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Raises LockHeldError naming the live holder."""
+        """Raises LockHeldError naming the live holder, LockUnsupportedError when the file
+        system cannot lock."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -42,6 +46,16 @@ class OutputLock:
             raise LockHeldError(
                 f"{self.path.parent} is in use by another amtprep run ({holder}); "
                 "wait for it to finish or stop it, then run again"
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in _NO_LOCKS:
+                raise
+            raise LockUnsupportedError(
+                f"the file system of {self.path.parent} does not support file locks "
+                f"({os.strerror(exc.errno)}), so amtprep cannot make sure it is the only run "
+                "writing there; use an --output_dir on a local disk (or enable locking, e.g. "
+                "lockd for NFS) and copy the result over when it is done"
             ) from None
         previous = _read_holder(fd)
         if previous:

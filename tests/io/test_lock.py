@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from amtprep.errors import LockHeldError
+from amtprep.errors import LockHeldError, LockUnsupportedError
+from amtprep.io import lock
 from amtprep.io.lock import OutputLock
 
 
@@ -36,3 +38,14 @@ def test_stale_lock_of_killed_process_is_taken_over(tmp_path: Path, caplog):
     with caplog.at_level("WARNING"):
         OutputLock(tmp_path).acquire()
     assert "stale lock" in caplog.text
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP])
+def test_file_system_without_locks_is_an_operator_error(tmp_path: Path, monkeypatch, code):
+    def no_locks(fd, operation):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(lock.fcntl, "flock", no_locks)  # NFS without lockd, FUSE
+    with pytest.raises(LockUnsupportedError, match="does not support file locks") as info:
+        OutputLock(tmp_path).acquire()
+    assert "local disk" in str(info.value) and isinstance(info.value, OSError)
