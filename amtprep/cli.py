@@ -266,6 +266,7 @@ def main(
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
     args = parser.parse_args(argv)
+    _check_usage(parser, args)
     debug = args.log_level == "debug"
     if args.show_progress or args.list_checkpoints or args.reset_progress:
         return _housekeeping(args)
@@ -301,6 +302,31 @@ def main(
         return 1
     _print_summary(summary)
     return 0
+
+
+_REPORT_ONLY = {
+    "show_progress": ("only reports the progress in --output_dir", "see progress"),
+    "list_checkpoints": ("only lists the checkpoints in --output_dir", "list them"),
+    "reset_progress": ("only removes progress from --output_dir", "reset"),
+}
+
+
+def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exits 2 (argparse's usage error) for combinations that would quietly not do what was asked:
+    a housekeeping flag beside --input_file runs nothing, and a run needs --input_file."""
+    given = [name for name in _REPORT_ONLY if getattr(args, name)]
+    if given and args.input_file is not None:
+        flag = given[0]
+        does, verb = _REPORT_ONLY[flag]
+        parser.error(
+            f"--{flag} {does} and runs nothing; drop --input_file to {verb}, "
+            f"or drop --{flag} to run"
+        )
+    if not given and args.input_file is None:
+        parser.error(
+            "--input_file is required to run (a .json, .jsonl, .csv or .parquet paired file); "
+            "--show_progress reports on --output_dir without one"
+        )
 
 
 def _print_summary(summary) -> None:

@@ -37,3 +37,30 @@ def test_output_dir_without_file_locks_is_an_operator_error(
     err = capsys.readouterr().err
     assert code == 4, err
     assert "does not support file locks" in err and "unexpected" not in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "hint"),
+    [
+        (["--show_progress"], "drop --input_file to see progress, or drop --show_progress to run"),
+        (["--list-checkpoints"], "drop --input_file to list them, or drop --list_checkpoints"),
+        (["--reset_progress", "text"], "drop --input_file to reset, or drop --reset_progress"),
+    ],
+)
+def test_housekeeping_flag_beside_input_file_is_a_usage_error(
+    corpus: Path, tmp_path: Path, capsys, flags, hint
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as usage:
+        main(["--input_file", str(corpus), "--output_dir", str(out), *flags])
+    assert usage.value.code == 2
+    err = capsys.readouterr().err
+    assert "runs nothing" in err and hint in err
+    assert not out.exists()  # nothing was run, reset or created
+
+
+def test_a_run_without_input_file_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as usage:
+        main(["--output_dir", str(tmp_path / "out")])
+    assert usage.value.code == 2
+    assert "--input_file is required" in capsys.readouterr().err
