@@ -15,7 +15,15 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from amtprep.config import MODES, STAGES, MidiConfig, RunConfig, TextConfig, default_cache_dir
+from amtprep.config import (
+    MODES,
+    ROWS_PER_FINAL_SHARD,
+    STAGES,
+    MidiConfig,
+    RunConfig,
+    TextConfig,
+    default_cache_dir,
+)
 from amtprep.errors import AmtprepError, ConfigError, Interrupted
 
 
@@ -71,7 +79,18 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
     _add(g, "midi_checkpoint", type=Path, help="default: <output_dir>/midi_checkpoint.json")
     _add(g, "text_checkpoint", type=Path, help="default: <output_dir>/text_checkpoint.json")
     _add(
-        g, "rows_per_shard", type=_positive_int, default=10_000, help="rows per final Parquet file"
+        g,
+        "rows_per_shard",
+        type=_positive_int,
+        default=ROWS_PER_FINAL_SHARD,
+        help=f"rows per final Parquet file (default {ROWS_PER_FINAL_SHARD})",
+    )
+    _add(
+        g,
+        "relocate_midi_root",
+        action="store_true",
+        help="accept a --midi_root other than the one committed shards were made with, after "
+        "checking a sample of content hashes under it (recorded in the commit log)",
     )
 
     g = p.add_argument_group("run control")
@@ -218,6 +237,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         text_column=args.text_column,
         id_column=args.id_column,
         midi_root=args.midi_root,
+        relocate_midi_root=args.relocate_midi_root,
         rows_per_final_shard=args.rows_per_shard,
         log_level=args.log_level,
         progress=not args.no_progress,

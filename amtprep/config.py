@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 STAGES = ("midi", "text", "merge")
+ROWS_PER_FINAL_SHARD = 10_000  # rows per final data file: the one default (CLI, config, merge)
 MODES = ("process", "continue")
 
 
@@ -67,7 +68,8 @@ class RunConfig:
     text_column: str | None = None  # None: auto-detect caption / text
     id_column: str | None = None
     midi_root: Path | None = None  # None: the input file's folder
-    rows_per_final_shard: int = 50_000
+    relocate_midi_root: bool = False  # accept a new midi_root after verifying content hashes
+    rows_per_final_shard: int = ROWS_PER_FINAL_SHARD
     log_level: str = "info"
     progress: bool = True
     midi: MidiConfig = field(default_factory=MidiConfig)

@@ -1,10 +1,11 @@
 """Join the committed shards of both stages on ``idx`` into the final sharded dataset.
 
-Output (written to ``<dest>.incomplete`` and renamed when whole, so a reader never sees half of
-it): ``data-00000-of-0000N.parquet`` with one row per record that succeeded in both stages,
-ordered by idx, and ``failures.parquet`` (beside ``dest``) with one row per (record, stage) that failed. Every idx
-of the covered range lands in exactly one of the two. Only shards the checkpoints name are
-read — never a folder glob.
+Output, written into a release's staging folder (``amtprep.commit.publish`` makes it visible in
+one step): ``data-00000-of-0000N.parquet`` with one row per record that succeeded in both
+stages, ordered by idx, and ``failures.parquet`` with one row per (record, stage) that failed.
+Every idx of the covered range lands in exactly one of the two. Only shards the commit logs
+name are read — never a folder glob. Memory is bounded by a chunk of records and one shard per
+stage, plus two bytes per input row for the masks.
 
 Public: ``merge_stages``, ``MergeResult``, ``FINAL_PREFIX``.
 """
@@ -14,8 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from amtprep.io.crashpoints import crashpoint
-from amtprep.io.fsutil import fsync_dir
+from amtprep.config import ROWS_PER_FINAL_SHARD
 from amtprep.io.shards import ShardEntry, dictionary_columns
 from amtprep.records import Record
 
@@ -96,11 +94,22 @@ def _ok_mask(
     covered = np.zeros(total, dtype=bool)
     ok = np.zeros(total, dtype=bool)
     for e in entries:
+        if e.last_idx >= total:
+            raise ValueError(f"{e.name} covers idx {e.last_idx}, beyond the input's {total} rows")
+        if not e.failed:  # the log says every row is ok: no need to open the shard
+            covered[e.first_idx : e.last_idx + 1] = True
+            ok[e.first_idx : e.last_idx + 1] = True
+            continue
         t = pq.read_table(shard_dir / e.name, columns=["idx", "status"])
         idx = t.column("idx").to_numpy()
         covered[idx] = True
         ok[idx] = pc.equal(t.column("status"), "ok").to_numpy(zero_copy_only=False)
     return covered, ok
+
+
+def _wanted(mask: np.ndarray):
+    """Rows worth parsing: those some output row needs (the others are skipped unparsed)."""
+    return lambda idx: bool(idx < len(mask) and mask[idx])
 
 
 def _chunks(records: Iterator[Record]) -> Iterator[tuple[int, int, list[Record]]]:
@@ -192,21 +201,21 @@ def _failures(table: pa.Table, stage: str, midi_path: pa.Array) -> pa.Table:
 
 
 def merge_stages(
-    records_for_merge: Iterator[Record],
-    records_for_types: Iterator[Record],
-    extra_columns: list[str],
+    source,
     total: int,
     stages: dict[str, tuple[Path, list[ShardEntry]]],
     dest: Path,
     *,
-    rows_per_shard: int = 10_000,
+    rows_per_shard: int = ROWS_PER_FINAL_SHARD,
     metadata: dict[bytes, bytes] | None = None,
-    failures_path: Path | None = None,
+    failures_path: Path,
 ) -> MergeResult:
-    """Write ``dest`` (final/ or partial/) from the committed shards of the "midi" and "text" stages.
+    """Write the data files into the empty folder ``dest`` and the failures to ``failures_path``
+    from the committed shards of the "midi" and "text" stages (``source``: the InputSource).
 
     Records covered by both stages are merged; others (partial view) are left out. Raises OSError.
     """
+    extra_columns = list(source.extra_columns)
     (midi_dir, midi_entries), (text_dir, text_entries) = stages["midi"], stages["text"]
     m_cov, m_ok = _ok_mask(midi_dir, midi_entries, total)
     t_cov, t_ok = _ok_mask(text_dir, text_entries, total)
@@ -214,11 +223,13 @@ def merge_stages(
     good = both & m_ok & t_ok
     n_rows = int(good.sum())
     n_files = max(1, math.ceil(n_rows / rows_per_shard))
-    extra_schema = infer_extra_schema(records_for_types, extra_columns)
-
-    tmp = dest.with_name(dest.name + ".incomplete")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    wanted = _wanted(both)
+    extra_schema = (
+        infer_extra_schema(source.iter_records(wanted=wanted), extra_columns)
+        if extra_columns
+        else pa.schema([])
+    )
+    tmp = dest
     midi_cur, text_cur = _ShardCursor(midi_dir, midi_entries), _ShardCursor(text_dir, text_entries)
     writer: pq.ParquetWriter | None = None
     fail_writer: pq.ParquetWriter | None = None
@@ -233,13 +244,13 @@ def merge_stages(
             tmp / name, schema, compression="zstd", use_dictionary=dictionary_columns(schema)
         )
 
-    for first, last, recs in _chunks(records_for_merge):
+    for first, last, recs in _chunks(source.iter_records(wanted=_wanted(both))):
         sel = both[first : last + 1]
         if not sel.any():
             continue
         m = midi_cur.take(first, last)
         t = text_cur.take(first, last)
-        rec_sel = [r for r, s in zip(recs, sel, strict=True) if s]
+        rec_sel = recs  # the reader yields exactly the rows in both stages
         m = m.filter(pa.array(both[m.column("idx").to_numpy()]))
         t = t.filter(pa.array(both[t.column("idx").to_numpy()]))
         midi_path = (
@@ -253,7 +264,7 @@ def merge_stages(
         if chunk_failures.num_rows:
             chunk_failures = chunk_failures.sort_by([("idx", "ascending"), ("stage", "ascending")])
             if fail_writer is None:
-                fail_writer = pq.ParquetWriter(tmp / "failures.parquet", FAILURE_SCHEMA)
+                fail_writer = pq.ParquetWriter(failures_path, FAILURE_SCHEMA)
             fail_writer.write_table(chunk_failures)
             failures += chunk_failures.num_rows
         ok = pc.and_(pc.equal(m.column("status"), "ok"), pc.equal(t.column("status"), "ok"))
@@ -289,7 +300,7 @@ def merge_stages(
     if writer is not None:
         writer.close()
     if fail_writer is None:
-        pq.write_table(FAILURE_SCHEMA.empty_table(), tmp / "failures.parquet")
+        pq.write_table(FAILURE_SCHEMA.empty_table(), failures_path)
     else:
         fail_writer.close()
     if (
@@ -298,19 +309,6 @@ def merge_stages(
         files.append(tmp / f"{FINAL_PREFIX}-00000-of-00001.parquet")
         pq.write_table(pa.table({"idx": pa.array([], pa.int64())}), files[0])
     assert written == n_rows, (written, n_rows)
-    for p in tmp.iterdir():
-        with open(p, "rb") as fh:
-            os.fsync(fh.fileno())
-    fsync_dir(tmp)
-    crashpoint(f"{dest.name}.written")
-    # failures live beside the data folder, so loaders globbing data_dir see only data files
-    failures_path = failures_path or dest.parent / f"{dest.name}_failures.parquet"
-    os.replace(tmp / "failures.parquet", failures_path)
-    shutil.rmtree(dest, ignore_errors=True)
-    crashpoint(f"{dest.name}.old_removed")
-    tmp.rename(dest)
-    fsync_dir(dest.parent)
-    crashpoint(f"{dest.name}.renamed")
     failed_records = int((both & ~good).sum())
     return MergeResult(
         dest=dest,

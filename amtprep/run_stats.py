@@ -15,8 +15,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from amtprep import __version__
+from amtprep.commit.store import StageStore
 from amtprep.config import RunConfig
-from amtprep.io.ledger import StageLedger
 
 log = logging.getLogger(__name__)
 
@@ -38,31 +38,33 @@ SUMMARY_COLUMNS = [
 ]
 
 
-def _stage_block(ledger: StageLedger) -> dict[str, Any]:
-    ck = ledger.checkpoint
-    if ck is None:
+def _stage_block(store: StageStore) -> dict[str, Any]:
+    """One stage's figures, all summed from its live commit-log entries (exactly once)."""
+    if store.identity is None:
         return {"processed": 0, "failed": 0, "complete": False}
     by_type: Counter[str] = Counter()
-    for e in ck.shards:
+    for e in store.entries():
         if e.failed:
-            t = pq.read_table(ledger.shard_dir / e.name, columns=["status", "error_type"])
+            t = pq.read_table(store.shard_dir / e.name, columns=["status", "error_type"])
             failed = t.filter(pc.equal(t.column("status"), "failed"))
             by_type.update(v or "unknown" for v in failed.column("error_type").to_pylist())
-    bi = ck.batch_info
-    seconds = float(bi.get("processing_time", 0.0))
+    seconds = store.seconds
     return {
-        "total": ck.total_files,
-        "processed": ck.processed,
-        "ok": ck.processed - ck.failed,
-        "failed": ck.failed,
+        "total": store.total_files,
+        "processed": store.processed,
+        "ok": store.processed - store.failed,
+        "failed": store.failed,
         "failed_by_type": dict(sorted(by_type.items())),
-        "complete": ck.complete,
+        "complete": store.complete,
         "processing_seconds": round(seconds, 3),
-        "files_per_second": round(ck.processed / seconds, 2) if seconds > 0 else None,
-        "shards": len(ck.shards),
-        "counters": ck.counters,
-        "cache_hit_rate": _hit_rate(ck.counters),
-        "settings": ck.settings,
+        "files_per_second": round(store.processed / seconds, 2) if seconds > 0 else None,
+        "shards": len(store.live),
+        "counters": dict(sorted(store.counters.items())),
+        "cache_hit_rate": _hit_rate(store.counters),
+        "settings": store.identity.get("settings") or {},
+        "identity_changes": [
+            {"reason": c.get("reason"), "at": c.get("at")} for c in store.identity_changes
+        ],
     }
 
 
@@ -74,17 +76,15 @@ def _hit_rate(counters: dict) -> float | None:
 
 def build_statistics(
     cfg: RunConfig,
-    ledgers: dict[str, StageLedger],
+    stores: dict[str, StageStore],
     merge_result,
     total: int,
     *,
     merge_seconds: float,
     partial: bool,
 ) -> dict[str, Any]:
-    stages = {name: _stage_block(ledger) for name, ledger in ledgers.items()}
-    started = min(
-        (lg.checkpoint.started_at for lg in ledgers.values() if lg.checkpoint), default=time.time()
-    )
+    stages = {name: _stage_block(store) for name, store in stores.items()}
+    started = min((s.started_at for s in stores.values() if s.started_at), default=time.time())
     stats: dict[str, Any] = {
         "amtprep_version": __version__,
         "partial": partial,

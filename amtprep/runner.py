@@ -1,10 +1,12 @@
 """Runs one stage over the input: batching, the commit protocol, retries and progress.
 
 The runner owns everything a stage does not: which idx are left (those no committed shard
-covers, cut into batches of the *current* batch size), publishing each batch as a shard before
-the checkpoint names it, stopping between batches on a signal, and ``--retry_failed``.
+covers, cut into batches of the *current* batch size), publishing each batch as a shard and
+then committing it with one log append (``amtprep.commit``), the checkpoint summary every
+``checkpoint_interval`` batches, stopping between batches on a signal, and ``--retry_failed``.
+A batch's counters travel in its shard footer and its log entry, never only in memory.
 
-Public: ``StageRunner``, ``StageResult``, ``plan_batches``.
+Public: ``StageRunner``, ``StageResult``, ``plan_batches``, ``uncovered``.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from amtprep.commit.store import StageStore, add_counters, batch_metadata, shard_identity_metadata
 from amtprep.io.crashpoints import batch_delay
-from amtprep.io.ledger import StageLedger, shard_identity_metadata
 from amtprep.io.shards import read_shard, write_shard
 from amtprep.records import Record
 from amtprep.signals import StopFlag
@@ -78,11 +80,26 @@ def plan_batches(
         yield batch
 
 
+def uncovered(covered: Sequence[tuple[int, int]]):
+    """``wanted(idx)`` for readers: False inside a committed range, so a resume never parses
+    rows it will not process. Must be called with increasing idx (readers do)."""
+    ranges = sorted(covered)
+    pos = 0
+
+    def wanted(idx: int) -> bool:
+        nonlocal pos
+        while pos < len(ranges) and ranges[pos][1] < idx:
+            pos += 1
+        return not (pos < len(ranges) and ranges[pos][0] <= idx)
+
+    return wanted
+
+
 class StageRunner:
     def __init__(
         self,
         stage: Stage,
-        ledger: StageLedger,
+        store: StageStore,
         *,
         total_files: int,
         input_fp: dict[str, Any],
@@ -90,12 +107,14 @@ class StageRunner:
         checkpoint_interval: int = 1,
         stop: StopFlag | None = None,
         progress: bool = False,
+        request: dict[str, Any] | None = None,
     ) -> None:
         self.stage = stage
-        self.ledger = ledger
+        self.store = store
         self.total_files = total_files
         self.input_fp = input_fp
         self.settings = stage.fingerprint()
+        self.request = request or {}
         self.batch_size = max(1, batch_size)
         self.checkpoint_interval = max(1, checkpoint_interval)
         self.stop = stop or StopFlag()
@@ -103,19 +122,37 @@ class StageRunner:
         self._schema: pa.Schema | None = None
 
     # -- public -----------------------------------------------------------------------------
+    def _begin(self) -> None:
+        self.store.begin(
+            {
+                "total_files": self.total_files,
+                "input": self.input_fp,
+                "settings": self.settings,
+                "request": self.request,
+            }
+        )
+        self._seen = dict(self.stage.counters())
+
+    def _batch_counters(self) -> dict[str, int]:
+        """What the stage counted since the last call: the batch just processed."""
+        now = dict(self.stage.counters())
+        delta = {k: int(v) - int(self._seen.get(k, 0)) for k, v in now.items()}
+        self._seen = now
+        return {k: v for k, v in delta.items() if v}
+
     def run(self, records: Iterable[Record]) -> StageResult:
-        ck = self.ledger.start(self.total_files, self.input_fp, self.settings)
+        self._begin()
+        store = self.store
         result = StageResult(self.stage.name)
-        base_counters = dict(ck.counters)
-        base_time = float(ck.batch_info.get("processing_time", 0.0))
-        done_before = ck.processed
+        done_before = store.processed
         remaining = self.total_files - done_before
-        total_batches = len(ck.shards) + -(-remaining // self.batch_size)
+        self._total_batches = len(store.live) + -(-remaining // self.batch_size)
         bar = self._progress_bar(done_before)
         since_save = 0
         t_run = time.perf_counter()
+        last_dt = 0.0
         try:
-            batches = plan_batches(records, self.ledger.covered(), self.batch_size)
+            batches = plan_batches(records, store.covered(), self.batch_size)
             upcoming = next(batches, None)
             while upcoming is not None:
                 batch = upcoming
@@ -124,6 +161,7 @@ class StageRunner:
                     break
                 t0 = time.perf_counter()
                 table = self._process(batch, attempts=np.ones(len(batch), dtype=np.int32))
+                counters = self._batch_counters()
                 # Read one batch ahead so the stage can work on it while this shard is written;
                 # an error reading it is raised once this batch is committed, as before.
                 deferred: Exception | None = None
@@ -133,26 +171,26 @@ class StageRunner:
                     upcoming, deferred = None, exc
                 if upcoming is not None and not self.stop.requested:
                     self._prefetch(upcoming)
+                dt = time.perf_counter() - t0
+                table = table.replace_schema_metadata(
+                    {**(table.schema.metadata or {}), **batch_metadata(counters, dt)}
+                )
                 entry = write_shard(
-                    self.ledger.shard_dir,
+                    store.shard_dir,
                     table,
                     batch[0].idx,
                     batch[-1].idx,
                     crash_tag=f"{self.stage.name}.shard",
                 )
-                self.ledger.add(entry)
-                dt = time.perf_counter() - t0
+                store.commit(entry, counters, dt)
+                last_dt = time.perf_counter() - t0
                 result.processed += entry.rows
                 result.failed += entry.failed
                 since_save += 1
-                ck.batch_info = self._batch_info(
-                    len(ck.shards), total_batches, base_time, result, t_run, dt
-                )
-                ck.counters = _add_counters(base_counters, self.stage.counters(), result)
                 if since_save >= self.checkpoint_interval:
-                    self.ledger.save()
+                    store.save_summary(self._batch_info(result, t_run, last_dt))
                     since_save = 0
-                self._report(bar, entry.rows, ck, dt)
+                self._report(bar, entry.rows, result, t_run, last_dt)
                 batch_delay()
                 if deferred is not None:
                     raise deferred
@@ -162,65 +200,73 @@ class StageRunner:
             if bar is not None:
                 bar.close()
             result.seconds = time.perf_counter() - t_run
-            ck.batch_info = self._batch_info(
-                len(ck.shards), total_batches, base_time, result, t_run, 0.0
-            )
-            ck.counters = _add_counters(base_counters, self.stage.counters(), result)
-            ck.complete = ck.processed >= self.total_files
-            result.complete = ck.complete
-            result.counters = dict(ck.counters)
-            self.ledger.save()
+            result.complete = store.complete
+            result.counters = dict(store.counters)
+            store.save_summary(self._batch_info(result, t_run, last_dt))
         return result
 
     def retry_failed(self, records: Iterable[Record]) -> StageResult:
         """Re-run failed records; each shard with failures is republished as a new generation."""
-        ck = self.ledger.start(self.total_files, self.input_fp, self.settings)
+        self._begin()
+        store = self.store
         result = StageResult(self.stage.name)
         t_run = time.perf_counter()
-        todo = sorted((e for e in ck.shards if e.failed), key=lambda e: e.first_idx)
+        todo = [s for _, s in sorted(store.live.items()) if s.entry.failed]
+        self._total_batches = len(store.live)
         it = iter(records)
         pending: Record | None = None
-        for entry in todo:
-            if self.stop.requested:
-                result.stopped = True
-                break
-            old = read_shard(self.ledger.shard_dir / entry.name)
-            failed_mask = pc.equal(old.column("status"), "failed").to_numpy(zero_copy_only=False)
-            failed_idx = set(old.column("idx").to_numpy()[failed_mask].tolist())
-            batch: list[Record] = []
-            while True:
-                rec = pending if pending is not None else next(it, None)
-                pending = None
-                if rec is None or rec.idx > entry.last_idx:
-                    pending = rec
+        try:
+            for live in todo:
+                entry = live.entry
+                if self.stop.requested:
+                    result.stopped = True
                     break
-                if rec.idx in failed_idx:
-                    batch.append(rec)
-            if not batch:
-                continue
-            positions = np.array([r.idx - entry.first_idx for r in batch])
-            prev_attempts = old.column("attempts").to_numpy()[positions].astype(np.int32)
-            new = self._process(batch, attempts=prev_attempts + 1)
-            merged = _replace_rows(old, new, positions)
-            published = write_shard(
-                self.ledger.shard_dir,
-                merged,
-                entry.first_idx,
-                entry.last_idx,
-                generation=entry.generation + 1,
-                crash_tag=f"{self.stage.name}.shard",
-            )
-            superseded = self.ledger.add(published)
-            self.ledger.save()  # only once the checkpoint names the new generation ...
-            for old_entry in superseded:  # ... may the old one go
-                (self.ledger.shard_dir / old_entry.name).unlink(missing_ok=True)
-            result.retried += len(batch)
-            result.recovered_now += entry.failed - published.failed
-            result.failed += published.failed
-        result.seconds = time.perf_counter() - t_run
-        ck.counters["retried"] = int(ck.counters.get("retried", 0)) + result.retried
-        self.ledger.save()
-        result.complete = ck.complete
+                t0 = time.perf_counter()
+                old = read_shard(store.shard_dir / entry.name)
+                failed_mask = pc.equal(old.column("status"), "failed").to_numpy(
+                    zero_copy_only=False
+                )
+                failed_idx = set(old.column("idx").to_numpy()[failed_mask].tolist())
+                batch: list[Record] = []
+                while True:
+                    rec = pending if pending is not None else next(it, None)
+                    pending = None
+                    if rec is None or rec.idx > entry.last_idx:
+                        pending = rec
+                        break
+                    if rec.idx in failed_idx:
+                        batch.append(rec)
+                if not batch:
+                    continue
+                positions = np.array([r.idx - entry.first_idx for r in batch])
+                prev_attempts = old.column("attempts").to_numpy()[positions].astype(np.int32)
+                new = self._process(batch, attempts=prev_attempts + 1)
+                work = self._batch_counters()
+                # The new generation stands for the whole range: its counters and time are the
+                # old generation's plus this retry's, so totals stay exactly-once.
+                counters = add_counters(live.counters, {**work, "retried": len(batch)})
+                dt = live.seconds + time.perf_counter() - t0
+                merged = _replace_rows(old, new, positions)
+                merged = merged.replace_schema_metadata(
+                    {**(merged.schema.metadata or {}), **batch_metadata(counters, dt)}
+                )
+                published = write_shard(
+                    store.shard_dir,
+                    merged,
+                    entry.first_idx,
+                    entry.last_idx,
+                    generation=entry.generation + 1,
+                    crash_tag=f"{self.stage.name}.shard",
+                )
+                store.commit(published, counters, dt)  # the log names the new generation ...
+                (store.shard_dir / entry.name).unlink(missing_ok=True)  # ... so the old may go
+                result.retried += len(batch)
+                result.recovered_now += entry.failed - published.failed
+                result.failed += published.failed
+        finally:
+            result.seconds = time.perf_counter() - t_run
+            store.save_summary(self._batch_info(result, t_run, 0.0))
+        result.complete = store.complete
         return result
 
     # -- internals --------------------------------------------------------------------------
@@ -245,21 +291,14 @@ class StageRunner:
         )
         return table.replace_schema_metadata(meta)
 
-    def _batch_info(
-        self,
-        current: int,
-        total: int,
-        base_time: float,
-        result: StageResult,
-        t_run: float,
-        last: float,
-    ) -> dict:
+    def _batch_info(self, result: StageResult, t_run: float, last: float) -> dict:
         elapsed = time.perf_counter() - t_run
+        current = len(self.store.live)
         return {
             "current_batch": current,
-            "total_batches": max(total, current),
+            "total_batches": max(self._total_batches, current),
             "batch_size": self.batch_size,
-            "processing_time": round(base_time + elapsed, 3),
+            "processing_time": round(self.store.seconds, 3),
             "last_batch_time": round(last, 4),
             "files_per_second": round(result.processed / elapsed, 2) if elapsed > 0 else 0.0,
         }
@@ -277,19 +316,19 @@ class StageRunner:
             dynamic_ncols=True,
         )
 
-    def _report(self, bar, rows: int, ck, dt: float) -> None:
+    def _report(self, bar, rows: int, result: StageResult, t_run: float, dt: float) -> None:
         if bar is not None:
             bar.update(rows)
             return
-        bi = ck.batch_info
+        bi = self._batch_info(result, t_run, dt)
         log.info(
             "%s: batch %d/%d committed (%d/%d files, %d failed, %.1f files/s)",
             self.stage.name,
             bi["current_batch"],
             bi["total_batches"],
-            ck.processed,
+            self.store.processed,
             self.total_files,
-            ck.failed,
+            self.store.failed,
             bi["files_per_second"],
         )
 
@@ -316,10 +355,3 @@ def _replace_rows(old: pa.Table, new: pa.Table, positions: np.ndarray) -> pa.Tab
         .take(pa.array(take))
         .replace_schema_metadata(new.schema.metadata)
     )
-
-
-def _add_counters(base: dict, stage_counters: dict, result: StageResult) -> dict:
-    out = dict(base)
-    for k, v in stage_counters.items():
-        out[k] = int(base.get(k, 0)) + int(v)
-    return out

@@ -2,7 +2,9 @@
 ``process.py --show_progress``).
 
 It takes no lock and moves no file, so it is safe to run while a run is going; it reads each
-stage's checkpoint (falling back to ``.bak``, then to counting shard names on disk).
+stage's checkpoint summary (falling back to ``.bak``, then to reading the commit log, then to
+counting shard names on disk), and says when the input or settings given differ from the
+committed ones.
 
 Public: ``stage_status``, ``format_status``, ``StageStatus``.
 """
@@ -16,9 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from amtprep.commit.log import LOG_NAME, CommitLog
 from amtprep.io.checkpoint import CheckpointCorrupt, load_checkpoint
 from amtprep.io.lock import LOCK_NAME
-from amtprep.io.shards import parse_shard_name
+from amtprep.io.shards import ShardEntry, parse_shard_name
 
 
 @dataclass
@@ -69,11 +72,14 @@ def stage_status(stage: str, checkpoint_path: Path, shard_dir: Path) -> StageSta
             total=ck.total_files,
             completed=ck.processed,
             failed=ck.failed,
-            current_batch=int(bi.get("current_batch", len(ck.shards))),
+            current_batch=int(bi.get("current_batch", ck.shards)),
             total_batches=int(bi.get("total_batches", 0)),
             files_per_second=(ck.processed / secs) if secs > 0 else None,
             complete=ck.complete,
         )
+    from_log = _from_log(stage, shard_dir)
+    if from_log is not None:
+        return from_log
     ranges = (
         [parse_shard_name(p.name) for p in shard_dir.glob("part-*.parquet")]
         if shard_dir.is_dir()
@@ -88,6 +94,32 @@ def stage_status(stage: str, checkpoint_path: Path, shard_dir: Path) -> StageSta
             current_batch=len(ranges),
         )
     return StageStatus(stage, "none")
+
+
+def _from_log(stage: str, shard_dir: Path) -> StageStatus | None:
+    """Totals replayed from the commit log (read only: a torn tail is just not counted)."""
+    read = CommitLog(shard_dir / LOG_NAME).read()
+    if not read.entries:
+        return None
+    live: dict[int, ShardEntry] = {}
+    total, started = 0, None
+    for body in read.entries:
+        if body.get("kind") == "begin":
+            total, started = int(body.get("total_files") or 0), body.get("at")
+        elif body.get("kind") == "shard":
+            e = ShardEntry.from_dict(body["shard"])
+            live[e.first_idx] = e
+    done = sum(e.rows for e in live.values())
+    return StageStatus(
+        stage,
+        "log",
+        started=started,
+        total=total,
+        completed=done,
+        failed=sum(e.failed for e in live.values()),
+        current_batch=len(live),
+        complete=bool(total) and done >= total,
+    )
 
 
 def live_holder(output_dir: Path) -> dict | None:

@@ -90,12 +90,15 @@ def test_checkpoints_hold_the_documented_fields(corpus: Path, tmp_path: Path, ti
         assert isinstance(ck["timestamp"], float)
         assert ck["batch_info"]["total_batches"] == 4 and ck["batch_info"]["batch_size"] == 8
         assert {"current_batch", "processing_time", "files_per_second"} <= set(ck["batch_info"])
-        assert [(s["first_idx"], s["last_idx"]) for s in ck["shards"]] == [
+        assert ck["shards"] == 4 and ck["processed"] == 30  # a bounded summary: no shard list
+        log = [json.loads(line) for line in (out / stage / "_commits.jsonl").read_text().splitlines()]
+        assert [(e["shard"]["first_idx"], e["shard"]["last_idx"]) for e in log if e["kind"] == "shard"] == [
             (0, 7),
             (8, 15),
             (16, 23),
             (24, 29),
         ]
+        assert log[0]["kind"] == "begin" and log[0]["total_files"] == 30
         assert "rows" not in json.dumps(ck["batch_info"])  # no processed data inside the checkpoint
         assert ck["input"]["sha256"] and ck["settings"]
 

@@ -1,8 +1,10 @@
-"""Per-stage JSON checkpoint: a small, rebuildable summary of the committed shards.
+"""Per-stage JSON checkpoint: the small summary users read (``midi_checkpoint.json``).
 
-The checkpoint never holds processed data. It records the input's identity, the stage settings,
-the committed shards and ``last_processed_idx`` (end of the contiguous committed prefix). Its body
-carries a sha256 of itself so a flipped bit that still parses as JSON is caught.
+It is not the truth (the shards and the commit log are, see ``amtprep.commit``) and never lists
+shards, so its size is bounded whatever the run's length: ``last_processed_idx`` (end of the
+contiguous committed prefix), ``total_files``, ``timestamp``, ``batch_info``, totals, counters,
+the stored identity and how many log entries it summarises. Its body carries a sha256 of itself
+so a flipped bit that still parses as JSON is caught; a damaged one is rewritten from the log.
 
 Public: ``Checkpoint``, ``CheckpointCorrupt``, ``save_checkpoint``, ``load_checkpoint``.
 """
@@ -17,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from amtprep.io.fsutil import atomic_write
-from amtprep.io.shards import ShardEntry
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class CheckpointCorrupt(Exception):
@@ -30,35 +31,20 @@ class CheckpointCorrupt(Exception):
 class Checkpoint:
     stage: str
     total_files: int
-    input: dict[str, Any]  # input fingerprint (path, size, sha256, columns)
+    input: dict[str, Any]  # input fingerprint (path, size, sha256, columns, root)
     settings: dict[str, Any]  # stage fingerprint (settings that change results)
-    shards: list[ShardEntry] = field(default_factory=list)
+    last_processed_idx: int = -1
+    processed: int = 0
+    failed: int = 0
+    shards: int = 0
+    log_entries: int = 0
     batch_info: dict[str, Any] = field(default_factory=dict)
     counters: dict[str, Any] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     timestamp: float = field(default_factory=time.time)
     complete: bool = False
 
-    @property
-    def last_processed_idx(self) -> int:
-        """Last idx of the contiguous run of committed shards starting at 0 (-1 when none)."""
-        end = -1
-        for s in sorted(self.shards, key=lambda s: s.first_idx):
-            if s.first_idx > end + 1:
-                break
-            end = max(end, s.last_idx)
-        return end
-
-    @property
-    def processed(self) -> int:
-        return sum(s.rows for s in self.shards)
-
-    @property
-    def failed(self) -> int:
-        return sum(s.failed for s in self.shards)
-
     def to_dict(self) -> dict[str, Any]:
-        shards = sorted(self.shards, key=lambda s: s.first_idx)
         return {
             "format_version": FORMAT_VERSION,
             "stage": self.stage,
@@ -67,6 +53,8 @@ class Checkpoint:
             "processed": self.processed,
             "failed": self.failed,
             "complete": self.complete,
+            "shards": self.shards,
+            "log_entries": self.log_entries,
             "timestamp": self.timestamp,
             "timestamp_iso": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.timestamp)),
             "started_at": self.started_at,
@@ -74,20 +62,23 @@ class Checkpoint:
             "counters": self.counters,
             "input": self.input,
             "settings": self.settings,
-            "shards": [s.to_dict() for s in shards],
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Checkpoint:
+        if d.get("format_version") != FORMAT_VERSION:
+            raise CheckpointCorrupt(f"unknown format_version {d.get('format_version')!r}")
         try:
-            if d.get("format_version") != FORMAT_VERSION:
-                raise CheckpointCorrupt(f"unknown format_version {d.get('format_version')!r}")
-            ck = cls(
+            return cls(
                 stage=str(d["stage"]),
                 total_files=int(d["total_files"]),
                 input=dict(d["input"]),
                 settings=dict(d["settings"]),
-                shards=[ShardEntry.from_dict(s) for s in d["shards"]],
+                last_processed_idx=int(d["last_processed_idx"]),
+                processed=int(d["processed"]),
+                failed=int(d["failed"]),
+                shards=int(d.get("shards", 0)),
+                log_entries=int(d.get("log_entries", 0)),
                 batch_info=dict(d.get("batch_info") or {}),
                 counters=dict(d.get("counters") or {}),
                 started_at=float(d.get("started_at") or d["timestamp"]),
@@ -96,9 +87,6 @@ class Checkpoint:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointCorrupt(f"missing or malformed field: {exc}") from exc
-        if ck.last_processed_idx != d.get("last_processed_idx"):
-            raise CheckpointCorrupt("last_processed_idx disagrees with the shard list")
-        return ck
 
 
 def _digest(body: dict[str, Any]) -> str:
