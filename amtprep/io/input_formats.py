@@ -17,7 +17,9 @@ Decisions every scanner shares:
   idx, as pandas and ``datasets`` count rows; idx stays a pure function of the file's bytes.
 - ``.json`` (one array) is streamed by ``amtprep.io.json_array_stream``: memory stays about one
   element plus 1 MiB. A syntax error inside the array makes the rest unreadable, so it raises
-  ``InputFileError`` (``count()``, which a run calls first, finds it up front).
+  ``InputFileError`` (``count()``, which a run calls first, finds it up front). An element that is
+  well-formed but not an object, or that Python cannot decode (nested too deeply, an over-long
+  integer), is a malformed row like a bad ``.jsonl`` line, and the array goes on.
 - ``.parquet`` is read a batch at a time; row groups before ``start`` are skipped via metadata.
 """
 
@@ -37,7 +39,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from amtprep.errors import InputFileError
-from amtprep.io.json_array_stream import BOM, SURROGATE, JsonArrayStream
+from amtprep.io.json_array_stream import (
+    BOM,
+    SURROGATE,
+    JsonArrayStream,
+    Unreadable,
+    unreadable_reason,
+)
 
 FORMATS = {
     ".json": "json",
@@ -167,8 +175,9 @@ def _parse_jsonl_line(idx: int, line_no: int, line: bytes) -> RawRow:
             f"line {line_no}: invalid JSON: {exc.msg} (column {exc.colno})",
             True,
         )
-    except RecursionError:
-        return RawRow(idx, line_no, None, f"line {line_no}: invalid JSON: nested too deeply", True)
+    except (RecursionError, ValueError) as exc:  # valid JSON that Python cannot build
+        why = unreadable_reason(exc)
+        return RawRow(idx, line_no, None, f"line {line_no}: JSON cannot be read: {why}", True)
     if not isinstance(value, dict):
         return RawRow(
             idx, line_no, None, f"line {line_no}: JSON {json_type(value)} is not an object", True
@@ -194,6 +203,9 @@ class JsonArrayScanner:
                 continue
             if isinstance(value, dict):
                 yield RawRow(idx, line, value, None, clean)
+            elif isinstance(value, Unreadable):
+                msg = f"line {line}: array element {idx} cannot be read: {value.reason}"
+                yield RawRow(idx, line, None, msg, True)
             else:
                 msg = (
                     f"line {line}: array element {idx} is a JSON {json_type(value)}, not an object"

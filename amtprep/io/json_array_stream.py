@@ -1,7 +1,11 @@
 """Incremental parser for a file holding one JSON array: elements one at a time, bounded memory.
 
 Public API: ``JsonArrayStream(path)``, iterable over ``(line, element, clean)``; ``BOM``,
-``SURROGATE``. Raises ``InputFileError`` when the file is not one well-formed JSON array.
+``SURROGATE``, ``Unreadable``, ``unreadable_reason(exc)``. Raises ``InputFileError`` when the
+file is not one well-formed JSON array. An element Python's decoder cannot build although its
+brackets balance (nested deeper than the recursion limit, an integer over
+``sys.get_int_max_str_digits()`` digits) comes out as an ``Unreadable`` element: the array goes
+on after it, as ``.jsonl`` goes on after a bad line.
 
 ``json.JSONDecoder.raw_decode`` parses each element from a text buffer refilled 1 MiB at a time
 (decoded with an incremental UTF-8 decoder, ``surrogateescape``). Memory is about one element
@@ -14,7 +18,9 @@ from __future__ import annotations
 import codecs
 import json
 import re
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -24,9 +30,28 @@ BOM = b"\xef\xbb\xbf"
 SURROGATE = re.compile("[\ud800-\udfff]")
 _CHUNK = 1 << 20
 _WS = re.compile(r"[ \t\n\r]*")
+# Tokens for skipping an element the decoder cannot build: a whole string, a run of anything
+# else that is not a bracket or separator (numbers, literals, colons), one bracket, separators.
+_SKIP_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[^"\[\]{},\s]+|[\[{]|[\]}]|[,\s]+')
 # A raw_decode error (or a number's end) this close to the end of the buffer may just mean the
 # element goes on in the next chunk ("tr" of "true", "1." of "1.5"); refilling is always safe.
 _TRUNCATION_SLACK = 16
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """An array element that is valid JSON by its brackets but that Python cannot decode."""
+
+    reason: str  # e.g. "nested too deeply"
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """Words for why ``json`` could not build a value (RecursionError, or the int digit limit)."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if "integer string conversion" in str(exc):
+        return f"holds an integer longer than {sys.get_int_max_str_digits()} digits"
+    return str(exc)
 
 
 class JsonArrayStream:
@@ -65,11 +90,15 @@ class JsonArrayStream:
             self._next_char()
             value, end = self._decode_value()
             start = self._pos  # read after decoding: a refill moves the buffer
-            # Only invalid bytes (decoded to surrogates) or a \u escape can yield a lone surrogate.
-            clean = (
-                self._buf.find("\\u", start, end) < 0
-                and SURROGATE.search(self._buf, start, end) is None
-            )
+            if isinstance(value, Unreadable):
+                clean = True  # nothing of it is kept
+            else:
+                # Only invalid bytes (decoded to surrogates) or a \u escape can yield a lone
+                # surrogate.
+                clean = (
+                    self._buf.find("\\u", start, end) < 0
+                    and SURROGATE.search(self._buf, start, end) is None
+                )
             yield self._line_at(start), value, clean
             self._pos = end
             sep = self._next_char()
@@ -95,14 +124,45 @@ class JsonArrayStream:
                     self._fail(f"is not valid JSON: {exc.msg} at line {self._line_at(exc.pos)}")
                 self._fill(max(_CHUNK, len(self._buf) - self._pos))  # doubling keeps retries linear
                 continue
-            except RecursionError:
-                self._fail(
-                    f"is not valid JSON: nested too deeply at line {self._line_at(self._pos)}"
-                )
+            except (RecursionError, ValueError) as exc:  # valid JSON that Python cannot build
+                end = self._skip_value()
+                if isinstance(exc, ValueError):
+                    # The buffer now holds the whole element: "1111.5" cut at "1111" reads.
+                    try:
+                        return self._decoder.raw_decode(self._buf, self._pos)
+                    except json.JSONDecodeError as bad:
+                        self._fail(f"is not valid JSON: {bad.msg} at line {self._line_at(bad.pos)}")
+                    except (RecursionError, ValueError) as again:
+                        exc = again
+                return Unreadable(unreadable_reason(exc)), end
             if end > len(self._buf) - _TRUNCATION_SLACK and not self._eof:
                 self._fill(_CHUNK)  # a bare number may go on in the next chunk: "1" of "1.5e3"
                 continue
             return value, end
+
+    def _skip_value(self) -> int:
+        """End of the value at ``self._pos`` (which the decoder began, so it starts a value),
+        found by balancing brackets outside strings; refills until the buffer holds all of it.
+        Raises ``InputFileError`` when the file ends first."""
+        depth, offset = 0, 0  # offset from self._pos, which a refill moves
+        while True:
+            token = _SKIP_TOKEN.match(self._buf, self._pos + offset)
+            # A token that reaches the end of the buffer may go on in the next chunk.
+            if token is None or (token.end() == len(self._buf) and token.group()[0] != '"'):
+                if not self._eof:
+                    self._fill(max(_CHUNK, len(self._buf) - self._pos))
+                    continue
+                if token is None:
+                    where = self._line_at(self._pos + offset)
+                    self._fail(f"is not valid JSON: unterminated string at line {where}")
+            text = token.group()
+            if text in ("[", "{"):
+                depth += 1
+            elif text in ("]", "}"):
+                depth -= 1
+            offset = token.end() - self._pos
+            if depth <= 0:
+                return token.end()
 
     def _next_char(self) -> str:
         """Skip whitespace; return the next character ('' at end of file) without consuming it."""

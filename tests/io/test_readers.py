@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import os
+import sys
 import tracemalloc
 from decimal import Decimal
 from pathlib import Path
@@ -259,6 +260,57 @@ def test_json_array_non_object_elements_are_row_errors(tmp_path):
         None,
         "line 3: array element 1 is a JSON number, not an object",
         "line 4: array element 2 is a JSON string, not an object",
+        None,
+    ]
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 64])
+def test_json_array_elements_python_cannot_decode_are_row_errors(tmp_path, monkeypatch, chunk):
+    # Valid JSON by its brackets, but json.loads gives up: RecursionError past the recursion
+    # limit, ValueError past the int digit limit. Each must cost its own row, not the run.
+    monkeypatch.setattr(json_array_stream, "_CHUNK", chunk)  # elements cut across refills
+    deep = "[" * 100_000 + "]" * 100_000
+    limit = sys.get_int_max_str_digits()
+    digits = "7" * (limit + 700)
+    path = tmp_path / "in.json"
+    path.write_text(
+        "[\n"
+        + ",\n".join(
+            [
+                '{"location": "a.mid", "caption": "a"}',
+                deep,
+                '{"location": "b.mid", "caption": "b", "n": ' + digits + "}",
+                '{"location": "c.mid", "caption": "c", "n": ' + digits + ".5}",  # a float: fine
+                '{"location": "d.mid", "caption": "d"}',
+            ]
+        )
+        + "\n]"
+    )
+    source = InputSource(InputSpec(path))
+    assert source.count_rows() == 5
+    records = list(source.iter_records())
+    assert [r.row_error for r in records] == [
+        None,
+        "line 3: array element 1 cannot be read: nested too deeply",
+        f"line 4: array element 2 cannot be read: holds an integer longer than {limit} digits",
+        None,
+        None,
+    ]
+    assert [r.midi_path for r in records] == ["a.mid", "", "", "c.mid", "d.mid"]
+
+
+def test_jsonl_line_python_cannot_decode_is_a_row_error(tmp_path):
+    limit = sys.get_int_max_str_digits()
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        '{"location": "a.mid", "caption": "a", "n": ' + "7" * (limit + 700) + "}\n"
+        + "[" * 100_000 + "]" * 100_000 + "\n"
+        + '{"location": "b.mid", "caption": "b"}\n'
+    )  # fmt: skip
+    records = read(path)
+    assert [r.row_error for r in records] == [
+        f"line 1: JSON cannot be read: holds an integer longer than {limit} digits",
+        "line 2: JSON cannot be read: nested too deeply",
         None,
     ]
 
