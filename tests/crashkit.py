@@ -81,9 +81,12 @@ def cli_args(p: dict, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def reference(p: dict, work: Path) -> tuple[Path, list[str]]:
-    """An uninterrupted run, and the ordered list of crash points it passed."""
+def reference(p: dict, work: Path, base: Path | None = None) -> tuple[Path, list[str]]:
+    """An uninterrupted run (from a copy of ``base`` when given), and the ordered list of crash
+    points it passed."""
     ref = work / "ref"
+    if base is not None:
+        shutil.copytree(base, ref, symlinks=True)
     points_file = work / "points.txt"
     rc = run(cli_args(p, ref), work / "ref.log", crash_log=str(points_file))
     if rc != 0:
@@ -91,46 +94,165 @@ def reference(p: dict, work: Path) -> tuple[Path, list[str]]:
     return ref, points_file.read_text().split()
 
 
+def read_published(out: Path, kind: str = "final"):
+    """What a reader finds at the documented paths now: (idx, failure idx, statistics) or None."""
+    import pyarrow.parquet as pq
+
+    data, fails, stats = {
+        "final": ("final", "failures.parquet", "statistics.json"),
+        "partial": ("partial", "partial_failures.parquet", "partial/statistics.json"),
+    }[kind]
+    data, fails, stats = out / data, out / fails, out / stats
+    if not data.exists():
+        return None
+    idx = []
+    files = sorted(data.glob("data-*.parquet"))
+    for f in files:
+        idx += pq.read_table(f, columns=["idx"]).column("idx").to_pylist()
+    failed = pq.read_table(fails, columns=["idx"]).column("idx").to_pylist()
+    return idx, failed, json.loads(stats.read_text()), [f.name for f in files]
+
+
+def invariant(out: Path, kind: str = "final") -> str | None:
+    """At any instant, the documented paths show one whole release: every record in exactly one
+    of the data files and the failures, and statistics that describe exactly those files."""
+    data, fails, stats = {
+        "final": ("final", "failures.parquet", "statistics.json"),
+        "partial": ("partial", "partial_failures.parquet", "partial/statistics.json"),
+    }[kind]
+    try:
+        seen = read_published(out, kind)
+    except (OSError, ValueError) as exc:
+        return f"{kind}: unreadable at the crash point: {type(exc).__name__}: {exc}"
+    if seen is None:
+        visible = [n for n in (fails, stats) if (out / n).exists()]
+        return f"{kind}: {visible} visible without the data folder" if visible else None
+    idx, failed, st, names = seen
+    problems = []
+    if len(set(idx)) != len(idx):
+        problems.append("a record twice in the data files")
+    if set(idx) & set(failed):
+        problems.append("a record in both the data and the failures")
+    expected = st["total_records"] if kind == "final" else st["records_in_both_stages"]
+    if len(set(idx) | set(failed)) != expected:
+        problems.append(f"{len(set(idx) | set(failed))} records published, expected {expected}")
+    if st["final_rows"] != len(idx) or st["final_files"] != names:
+        problems.append("statistics describe other data files")
+    if st["failure_rows"] != len(failed) or st["failed_records"] != len(set(failed)):
+        problems.append("statistics describe other failures")
+    return f"{kind}: {'; '.join(problems)}" if problems else None
+
+
+def same_statistics(ref: Path, out: Path) -> str | None:
+    """Counts and counters equal to the uninterrupted run's: nothing counted twice or lost."""
+    a = json.loads((ref / "statistics.json").read_text())
+    b = json.loads((out / "statistics.json").read_text())
+    keys = ("total_records", "final_rows", "failed_records", "failure_rows")
+    diffs = [k for k in keys if a[k] != b[k]]
+    for stage in ("midi", "text"):
+        for k in ("processed", "ok", "failed", "failed_by_type", "counters"):
+            if a["stages"][stage][k] != b["stages"][stage][k]:
+                diffs.append(f"{stage}.{k}: {a['stages'][stage][k]} != {b['stages'][stage][k]}")
+    return f"statistics differ: {diffs}" if diffs else None
+
+
+# lane -> (extra CLI flags, which crash points to sweep)
+LANES = {
+    "default": ([], lambda stage, n, b: stage == "final" or (stage in ("midi", "text") and n <= b)),
+    "interval": (
+        ["--checkpoint_interval", "3"],
+        lambda stage, n, b: stage in ("midi", "text") and n <= 5,
+    ),
+    "partial": (["--save_partial"], lambda stage, n, b: stage in ("partial", "final")),
+    "retry": (["--retry_failed"], lambda stage, n, b: True),
+}
+
+
+def _retry_setup(p: dict, work: Path) -> tuple[dict, Path]:
+    """A finished run with one MIDI file missing; the file is back for the retry under test."""
+    corpus = Path(p["corpus"])
+    copy = work / "corpus"
+    shutil.copytree(corpus.parent, copy)
+    p = {**p, "corpus": str(copy / corpus.name)}
+    away = copy / "midi" / "0003.mid"
+    away.rename(away.with_suffix(".away"))
+    base = work / "base"
+    rc = run(cli_args(p, base), work / "base.log")
+    if rc != 0:
+        raise RuntimeError(f"retry setup failed ({rc})")
+    away.with_suffix(".away").rename(away)
+    return p, base
+
+
 def sweep(p: dict) -> dict:
-    """SIGKILL right after every write/fsync/rename/dir-fsync of the first ``batches`` commits of
-    each stage (and of the merge), then resume — sometimes crashing the resume once more."""
+    """SIGKILL right after every write/fsync/rename/dir-fsync/log append of the lane's commits
+    and publishes, check what a reader sees *at that instant*, then resume (sometimes crashing
+    the resume once more) and compare rows and statistics with an uninterrupted run."""
     work = Path(p["work"])
+    lane = p.get("lane", "default")
+    extra, pick = LANES[lane]
+    p = {**p, "extra": [*p.get("extra", []), *extra]}
+    base = None
+    if lane == "retry":
+        p, base = _retry_setup(p, work)
     rng = random.Random(p.get("seed", 0))
-    ref, points = reference(p, work)
+    ref, points = reference(p, work, base)
     wanted = []
     for entry in points:
         point, n = entry.rsplit(":", 1)
-        stage, _, step = point.partition(".")
-        if (stage in ("midi", "text") and int(n) <= p.get("batches", 3)) or stage == "final":
+        stage = point.partition(".")[0]
+        if pick(stage, int(n), p.get("batches", 3)):
             wanted.append(entry)
     cases = []
     for i, entry in enumerate(wanted):
         double = rng.random() < p.get("double_rate", 0.25)
         cases.append((entry, work / f"case{i}", double, rng.randint(1, 12)))
-    results = run_parallel(lambda c: crash_case(p, ref, *c), cases, p.get("parallel", 2))
+    results = run_parallel(lambda c: crash_case(p, ref, base, *c), cases, p.get("parallel", 2))
     return {
+        "lane": lane,
         "crash_points": len(wanted),
+        "points": sorted({e.rsplit(":", 1)[0] for e in wanted}),
         "double_crashes": sum(1 for c in cases if c[2]),
+        "invariant_checks": sum(r.get("checks", 0) for r in results),
+        "invariant_failures": [r for r in results if r.get("invariant")],
         "mismatches": [r for r in results if r.get("mismatch")],
         "bad_exits": [r for r in results if r.get("bad_exit")],
     }
 
 
-def crash_case(p: dict, ref: Path, entry: str, out: Path, double: bool, second_at: int) -> dict:
+def crash_case(
+    p: dict, ref: Path, base: Path | None, entry: str, out: Path, double: bool, second_at: int
+) -> dict:
     log = out.with_suffix(".log")
+    if base is not None:
+        shutil.copytree(base, out, symlinks=True)
+    kinds = ["final", "partial"] if "--save_partial" in p["extra"] else ["final"]
+    checks = 0
     rc = run(cli_args(p, out), log, crash_at=entry)
     if rc != -signal.SIGKILL:
         return {"case": entry, "bad_exit": ["crash run", rc]}
+    for kind in kinds:  # the promise holds at the crash point, not only after the resume
+        checks += 1
+        if bad := invariant(out, kind):
+            return {"case": entry, "invariant": bad, "checks": checks}
     if double:
         rc = run(cli_args(p, out) + ["--mode", "continue"], log, crash_at=f"*:{second_at}")
         if rc not in (0, -signal.SIGKILL):
             return {"case": entry, "bad_exit": ["second crash run", rc, log.read_text()[-800:]]}
+        for kind in kinds:
+            checks += 1
+            if bad := invariant(out, kind):
+                return {"case": entry, "invariant": f"after second crash: {bad}", "checks": checks}
     rc = run(cli_args(p, out) + ["--mode", "continue"], log)
     if rc != 0:
         return {"case": entry, "bad_exit": ["resume", rc, log.read_text()[-800:]]}
-    diff = same(ref, out)
+    for kind in kinds:
+        checks += 1
+        if bad := invariant(out, kind):
+            return {"case": entry, "invariant": f"after resume: {bad}", "checks": checks}
+    diff = same(ref, out) or same_statistics(ref, out)
     shutil.rmtree(out, ignore_errors=True)
-    return {"case": entry, "mismatch": diff}
+    return {"case": entry, "mismatch": diff, "checks": checks}
 
 
 def run_parallel(fn, items: list, parallel: int) -> list[dict]:
@@ -218,7 +340,9 @@ def kill_lane(p: dict, ref: Path, lane: int, kills_wanted: int) -> dict:
         "graceful_sigterm_exits": graceful,
         "exit_codes": exits,
         "finished_before_signal": finished_early,
-        "mismatch": same(ref, out) if rc == 0 else f"final run exit {rc}",
+        "mismatch": (same(ref, out) or same_statistics(ref, out))
+        if rc == 0
+        else f"final run exit {rc}",
     }
 
 
@@ -247,22 +371,42 @@ def _orphan_and_temp(out: Path) -> None:
 
 
 CK = "text_checkpoint.json"
+LOG = "text/_commits.jsonl"
+REWRITTEN = "rewritten from the commit log"
+
+
+def _tear_log(out: Path) -> None:
+    with open(out / LOG, "ab") as fh:
+        fh.write(b'{"kind": "shard", "shard": {"name": "part-0000')
+
+
+def _flip_log_digit(out: Path) -> None:
+    lines = (out / LOG).read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b'"rows": 4', b'"rows": 5')
+    (out / LOG).write_bytes(b"".join(lines))
+
+
+def _delete_log_and_checkpoints(out: Path) -> None:
+    (out / LOG).unlink()
+    _delete_checkpoints(out)
+
+
 # name -> (crash point that leaves the state, damage, phrases the operator must be told)
 CORRUPTIONS = {
     "empty": (
         "text.checkpoint.dir_fsynced:2",
         lambda o: (o / CK).write_bytes(b""),
-        ["file is empty", "backup"],
+        ["file is empty", REWRITTEN],
     ),
     "truncated": (
         "text.checkpoint.dir_fsynced:2",
         lambda o: _truncate(o / CK),
-        ["unusable", "backup"],
+        ["unusable", REWRITTEN],
     ),
     "bit_flip": (
         "text.checkpoint.dir_fsynced:2",
         lambda o: _flip_bit(o / CK),
-        ["unusable", "backup"],
+        ["unusable", REWRITTEN],
     ),
     "garbage": (
         "text.checkpoint.dir_fsynced:2",
@@ -272,17 +416,17 @@ CORRUPTIONS = {
     "wrong_content": (
         "text.checkpoint.dir_fsynced:2",
         lambda o: (o / CK).write_text(json.dumps({"stage": "text", "last_processed_idx": 99})),
-        ["checksum mismatch", "backup"],
+        ["checksum mismatch", REWRITTEN],
     ),
     "both_copies_damaged": (
         "text.checkpoint.dir_fsynced:2",
         lambda o: (_flip_bit(o / CK), _flip_bit(o / (CK + ".bak"))),
-        ["rebuilt the checkpoint from"],
+        ["unusable", REWRITTEN],
     ),
     "all_checkpoints_deleted": (
         "text.checkpoint.dir_fsynced:2",
         _delete_checkpoints,
-        ["rebuilt the checkpoint from"],
+        ["is missing: it is " + REWRITTEN],
     ),
     "newest_shard_deleted": (
         "text.checkpoint.dir_fsynced:2",
@@ -298,6 +442,21 @@ CORRUPTIONS = {
         "text.shard.renamed:3",
         _orphan_and_temp,
         ["adopted 1 committed shard", "removed temp file"],
+    ),
+    "log_line_torn": (
+        "text.shard.renamed:3",
+        _tear_log,
+        ["cut off by a crash", "adopted 1 committed shard"],
+    ),
+    "log_line_damaged": (
+        "text.checkpoint.dir_fsynced:2",
+        _flip_log_digit,
+        ["damaged and were left out", "adopted 1 committed shard"],
+    ),
+    "log_deleted": (
+        "text.checkpoint.dir_fsynced:2",
+        _delete_log_and_checkpoints,
+        ["rebuilt the commit log from 2 shard file(s)"],
     ),
 }
 
@@ -327,7 +486,11 @@ def corruption_case(p: dict, ref: Path, name: str) -> dict:
     rc = run(cli_args(p, out) + ["--mode", "continue"], log)
     told = log.read_text()[before:]
     missing = [ph for ph in phrases if ph not in told]
-    diff = same(ref, out) if rc == 0 else f"resume exit {rc}: {told[-600:]}"
+    diff = (
+        (same(ref, out) or same_statistics(ref, out))
+        if rc == 0
+        else f"resume exit {rc}: {told[-600:]}"
+    )
     return {
         "case": name,
         "ok": rc == 0 and not diff and not missing,

@@ -48,14 +48,38 @@ def _params(corpus: Path, model: Path, work: Path, **kw) -> dict:
     return {"corpus": str(corpus), "model": str(model), "work": str(work), "batch_size": 4, **kw}
 
 
+def _assert_clean(report: dict) -> None:
+    assert report["bad_exits"] == []
+    assert report["invariant_failures"] == []  # at the crash point, after a second crash, resumed
+    assert report["invariant_checks"] >= 2 * report["crash_points"]
+    assert report["mismatches"] == []  # rows, failures, counts and counters as uninterrupted
+
+
 def test_kill_after_every_step_of_the_commit_protocol(small_corpus, tiny_bert, tmp_path):
     report = _drive("sweep", _params(small_corpus, tiny_bert, tmp_path, batches=3))
-    # 16 records / batch 4 = 4 batches per stage; the first 3 of each, 8 or 9 points per commit
-    # (write, fsync, [backup,] rename, dir fsync for shard and checkpoint), plus the merge's points
-    assert report["crash_points"] >= 2 * 3 * 8
+    # 16 records / batch 4 = 4 batches per stage; the first 3 of each, 10 or 11 points per commit
+    # (shard: write, fsync, rename, dir fsync; log: write, fsync; checkpoint: write, fsync,
+    # [backup,] rename, dir fsync), plus every step of the publish
+    assert report["crash_points"] >= 2 * 3 * 10
+    publish = {"final.written", "final.release_renamed", "final.switched", "final.linked"}
+    assert publish <= set(report["points"])
     assert report["double_crashes"] > 0
-    assert report["bad_exits"] == []
-    assert report["mismatches"] == []
+    _assert_clean(report)
+
+
+@pytest.mark.parametrize("lane", ["interval", "partial", "retry"])
+def test_kill_at_every_step_of_interval_partial_and_retry_runs(
+    lane, small_corpus, tiny_bert, tmp_path
+):
+    """--checkpoint_interval 3 (counters must still be exactly-once), --save_partial (two
+    publishes) and a --retry_failed re-publish over a finished job."""
+    report = _drive("sweep", _params(small_corpus, tiny_bert, tmp_path, lane=lane))
+    assert report["crash_points"] >= {"interval": 20, "partial": 8, "retry": 15}[lane]
+    if lane == "partial":
+        assert {"partial.switched", "final.switched"} <= set(report["points"])
+    if lane == "retry":
+        assert {"midi.log.fsynced", "final.switched"} <= set(report["points"])
+    _assert_clean(report)
 
 
 def test_random_sigkill_and_sigterm_then_continue(small_corpus, tiny_bert, tmp_path):
@@ -68,5 +92,5 @@ def test_random_sigkill_and_sigterm_then_continue(small_corpus, tiny_bert, tmp_p
 
 def test_damaged_checkpoints_and_shards_recover_and_say_so(small_corpus, tiny_bert, tmp_path):
     report = _drive("corruption", _params(small_corpus, tiny_bert, tmp_path))
-    assert report["cases"] == 10
+    assert report["cases"] == 13
     assert report["failures"] == []
