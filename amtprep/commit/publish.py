@@ -5,9 +5,10 @@ card), ``failures.parquet``, ``statistics.json``, ``report.html`` and ``manifest
 built under ``releases/<kind>-<seq>.incomplete``, fsynced and renamed whole; then the pointer
 ``releases/<kind>`` (a symlink) is switched to it with one ``rename``: the only step a reader can
 observe. The documented paths are fixed symlinks through that pointer (``final`` ->
-``releases/final/data``, ``statistics.json`` -> ``releases/final/statistics.json``, ...), so at
-every instant they all show the old release or all show the new one. Older releases are removed
-after the switch.
+``releases/final/data``, ``statistics.json`` -> ``releases/final/statistics.json``, ...), made
+before the switch (dangling until the first one), so at every instant they all show the old
+release, or all the new one, or (before the first publish) nothing. A release without a report
+leaves ``report.html`` dangling. Older releases are removed after the switch.
 
 On object storage the pointer is a small object written with a conditional put (see
 docs/architecture.md).
@@ -116,18 +117,16 @@ def publish_release(output_dir: Path, release: Release, manifest: dict[str, Any]
     release.root = final_root
     fsync_dir(final_root.parent)
     crashpoint(f"{kind}.release_renamed")
+    # The fixed links go through the pointer, so they may be made first (dangling before the
+    # first release): the pointer switch is then the one step that changes what readers see.
+    for path, inside in LINKS[kind].items():
+        _switch_link(output_dir / path, f"{RELEASES}/{kind}/{inside}")
+    fsync_dir(output_dir)
+    crashpoint(f"{kind}.linked")
     pointer = _pointer(output_dir, kind)
     _switch_link(pointer, final_root.name)
     fsync_dir(pointer.parent)
     crashpoint(f"{kind}.switched")
-    for path, inside in LINKS[kind].items():
-        link = output_dir / path
-        if (final_root / inside).exists():
-            _switch_link(link, f"{RELEASES}/{kind}/{inside}")
-        elif link.is_symlink() or link.is_file():  # e.g. no report this time
-            link.unlink()
-    fsync_dir(output_dir)
-    crashpoint(f"{kind}.linked")
     for p in final_root.parent.iterdir():
         if p.name.startswith(f"{kind}-") and p != final_root and p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
