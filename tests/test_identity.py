@@ -58,7 +58,7 @@ def test_save_partial_and_retry_check_the_input_too(corpus, tmp_path, tiny_bert,
 
 def _killed_after_two_batches(corpus: Path, out: Path, tiny_bert: Path) -> None:
     proc = run_cli(
-        *run_args(corpus, out, tiny_bert), env={"AMTPREP_CRASH_AT": "midi.log.fsynced:2"}
+        *run_args(corpus, out, tiny_bert), env={"AMTPREP_CRASH_AT": "midi.log.fsynced:3"}
     )
     assert proc.returncode == -9, proc.stderr[-2000:]
 

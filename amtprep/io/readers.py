@@ -172,11 +172,7 @@ class InputSource:
             sha256, rows = known["sha256"], known["rows"]
             self._row_count = rows
         else:
-            digest = hashlib.sha256()
-            with open(self.path, "rb") as f:
-                while chunk := f.read(_HASH_CHUNK):
-                    digest.update(chunk)
-            sha256, rows = digest.hexdigest(), self.count_rows()
+            sha256, rows = file_sha256(self.path), self.count_rows()
         return {
             "path": str(self.path),
             **quick,
@@ -299,6 +295,15 @@ class InputSource:
                 sorted(new),
                 COLUMN_SAMPLE_ROWS,
             )
+
+
+def file_sha256(path: Path) -> str:
+    """The whole file's hash: done once per content, see ``InputSource.fingerprint``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _check_file(path: Path) -> str:
