@@ -37,6 +37,7 @@ class StageStatus:
     total_batches: int = 0
     files_per_second: float | None = None
     complete: bool = False
+    input: dict | None = None  # the committed identity's input fingerprint
 
     @property
     def remaining(self) -> int:
@@ -76,6 +77,7 @@ def stage_status(stage: str, checkpoint_path: Path, shard_dir: Path) -> StageSta
             total_batches=int(bi.get("total_batches", 0)),
             files_per_second=(ck.processed / secs) if secs > 0 else None,
             complete=ck.complete,
+            input=ck.input,
         )
     from_log = _from_log(stage, shard_dir)
     if from_log is not None:
@@ -102,10 +104,13 @@ def _from_log(stage: str, shard_dir: Path) -> StageStatus | None:
     if not read.entries:
         return None
     live: dict[int, ShardEntry] = {}
-    total, started = 0, None
+    total, started, input_fp = 0, None, None
     for body in read.entries:
         if body.get("kind") == "begin":
             total, started = int(body.get("total_files") or 0), body.get("at")
+            input_fp = body.get("input")
+        elif body.get("kind") == "identity":
+            input_fp = body.get("input")
         elif body.get("kind") == "shard":
             e = ShardEntry.from_dict(body["shard"])
             live[e.first_idx] = e
@@ -119,6 +124,7 @@ def _from_log(stage: str, shard_dir: Path) -> StageStatus | None:
         failed=sum(e.failed for e in live.values()),
         current_batch=len(live),
         complete=bool(total) and done >= total,
+        input=input_fp,
     )
 
 
@@ -185,6 +191,11 @@ def format_status(output_dir: Path, statuses: list[StageStatus]) -> str:
             f"    ETA:            {_duration(st.eta_seconds)}",
             f"    current batch:  {st.current_batch}/{st.total_batches}",
         ]
+        if st.input:
+            lines.append(
+                f"    made from:      {st.input.get('path')} (sha256 "
+                f"{str(st.input.get('sha256'))[:12]}, MIDI root {st.input.get('midi_root')})"
+            )
     final = output_dir / "final"
     if final.is_dir():
         lines.append(

@@ -14,7 +14,9 @@ from amtprep.io.shards import shard_name, write_shard
 IDENTITY = {"total_files": 40, "input": {"sha256": "abc"}, "settings": {"v": 1}, "request": {}}
 
 
-def _table(first: int, last: int, failed: tuple[int, ...] = (), files: int | None = None) -> pa.Table:
+def _table(
+    first: int, last: int, failed: tuple[int, ...] = (), files: int | None = None
+) -> pa.Table:
     idx = list(range(first, last + 1))
     t = pa.table(
         {
@@ -112,7 +114,9 @@ def test_log_deleted_is_rebuilt_from_the_shard_footers(tmp_path: Path):
     (tmp_path / "midi" / LOG_NAME).unlink()
     store = _store(tmp_path)
     rec = store.recover()
-    assert rec.source == "rebuilt" and any("rebuilt the commit log from 2" in m for m in rec.messages)
+    assert rec.source == "rebuilt" and any(
+        "rebuilt the commit log from 2" in m for m in rec.messages
+    )
     assert store.identity["input"] == {"sha256": "abc"} and store.identity["settings"] == {"v": 1}
     assert store.counters == {"files": 20}
     assert _store(tmp_path).recover().source == "log"  # and it is a log again
