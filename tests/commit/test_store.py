@@ -203,3 +203,16 @@ def test_damaged_summary_is_reported_and_rewritten(tmp_path: Path):
     assert any("unusable" in m and "rewritten from the commit log" in m for m in rec.messages)
     store.save_summary()
     assert json.loads(ck.read_text())["processed"] == 20
+
+
+def test_a_clean_start_opens_no_shard_footer(tmp_path: Path, monkeypatch):
+    _started(tmp_path, ranges=[(a, a + 1) for a in range(0, 40, 2)])
+    from amtprep.commit import store as store_module
+    from amtprep.io import shards
+
+    opened = []
+    monkeypatch.setattr(store_module.pq, "read_schema", lambda *a, **k: opened.append(a))
+    monkeypatch.setattr(shards.pq, "read_metadata", lambda *a, **k: opened.append(a))
+    store = _store(tmp_path)
+    assert store.recover().messages == [] and len(store.live) == 20
+    assert opened == []  # the log vouches for them; a stat checks each size
