@@ -159,6 +159,27 @@ def infer_extra_schema(records: Iterator[Record], columns: list[str]) -> pa.Sche
     )
 
 
+def extra_schema_for(source, input_sha256: str, cache: Path) -> pa.Schema:
+    """The carried columns' types over the whole input, inferred once per input content and
+    kept in ``cache`` (so later merges, e.g. every ``--save_partial``, read the input once)."""
+    columns = list(source.extra_columns)
+    if not columns:
+        return pa.schema([])
+    key = {"sha256": input_sha256, "columns": columns}
+    try:
+        body = json.loads(cache.read_text())
+        if body.get("key") == key:
+            return pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(body["schema"])))
+    except (OSError, ValueError, KeyError, pa.ArrowException):
+        pass
+    schema = infer_extra_schema(source.iter_records(), columns)
+    try:
+        cache.write_text(json.dumps({"key": key, "schema": schema.serialize().to_pybytes().hex()}))
+    except OSError:
+        pass  # only a cache
+    return schema
+
+
 def _extras_table(records: list[Record], schema: pa.Schema) -> pa.Table:
     cols = []
     for f in schema:
@@ -209,11 +230,14 @@ def merge_stages(
     rows_per_shard: int = ROWS_PER_FINAL_SHARD,
     metadata: dict[bytes, bytes] | None = None,
     failures_path: Path,
+    extra_schema: pa.Schema | None = None,
 ) -> MergeResult:
     """Write the data files into the empty folder ``dest`` and the failures to ``failures_path``
     from the committed shards of the "midi" and "text" stages (``source``: the InputSource).
 
-    Records covered by both stages are merged; others (partial view) are left out. Raises OSError.
+    Records covered by both stages are merged; others (partial view) are left out.
+    ``extra_schema``: the carried columns' types (``extra_schema_for``); inferred here when None.
+    Raises OSError.
     """
     extra_columns = list(source.extra_columns)
     (midi_dir, midi_entries), (text_dir, text_entries) = stages["midi"], stages["text"]
@@ -224,11 +248,12 @@ def merge_stages(
     n_rows = int(good.sum())
     n_files = max(1, math.ceil(n_rows / rows_per_shard))
     wanted = _wanted(both)
-    extra_schema = (
-        infer_extra_schema(source.iter_records(wanted=wanted), extra_columns)
-        if extra_columns
-        else pa.schema([])
-    )
+    if extra_schema is None:
+        extra_schema = (
+            infer_extra_schema(source.iter_records(wanted=wanted), extra_columns)
+            if extra_columns
+            else pa.schema([])
+        )
     tmp = dest
     midi_cur, text_cur = _ShardCursor(midi_dir, midi_entries), _ShardCursor(text_dir, text_entries)
     writer: pq.ParquetWriter | None = None

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 WORK_STAGES = ("midi", "text")
 INPUT_CACHE = ".input-identity.json"
+EXTRAS_CACHE = ".input-extra-columns.json"
 
 
 @dataclass
@@ -327,7 +328,7 @@ def _merge(
     kind: str,
     summary: RunSummary,
 ) -> Path:
-    from amtprep.merge import merge_stages
+    from amtprep.merge import extra_schema_for, merge_stages
     from amtprep.run_stats import build_statistics
 
     manifest = _manifest(cfg, stores, kind)
@@ -354,6 +355,9 @@ def _merge(
         rows_per_shard=cfg.rows_per_final_shard,
         metadata=meta,
         failures_path=release.root / "failures.parquet",
+        extra_schema=extra_schema_for(
+            source, manifest["input_sha256"] or "", cfg.output_dir / EXTRAS_CACHE
+        ),
     )
     stats = build_statistics(
         cfg, stores, res, total, merge_seconds=time.perf_counter() - t, partial=kind == "partial"

@@ -20,7 +20,7 @@ def _published(out: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_rerun_of_a_finished_job_loads_no_model_and_rewrites_nothing(
-    corpus, tmp_path, tiny_bert, capsys
+    corpus, tmp_path, tiny_bert, capsys, monkeypatch
 ):
     out = tmp_path / "out"
     assert main(run_args(corpus, out, tiny_bert)) == 0
@@ -35,8 +35,17 @@ def test_rerun_of_a_finished_job_loads_no_model_and_rewrites_nothing(
     assert {s: (out / s / "_commits.jsonl").read_bytes() for s in ("midi", "text")} == logs
     # a changed setting is still noticed: it builds the stage and refuses
     assert main(run_args(corpus, out, tiny_bert, "--pooling", "cls")) == 4
-    # a new --rows_per_shard republishes from the same shards without running a stage
+    # a new --rows_per_shard republishes from the same shards without running a stage, reading
+    # the input once (the carried columns' types were inferred by the first merge)
+    from amtprep import merge
+
+    inferred = []
+    real_infer = merge.infer_extra_schema
+    monkeypatch.setattr(
+        merge, "infer_extra_schema", lambda *a: inferred.append(1) or real_infer(*a)
+    )
     assert main(run_args(corpus, out, tiny_bert, "--rows_per_shard", "7")) == 0
+    assert inferred == []
     assert len(list((out / "final").glob("data-*.parquet"))) == 5
     assert read_final(out)[0].num_rows == 30
 
