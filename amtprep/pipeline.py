@@ -24,7 +24,13 @@ from typing import Any
 
 from amtprep import __version__
 from amtprep.commit.identity import check_identity
-from amtprep.commit.publish import begin_release, current_manifest, publish_release, remove_releases
+from amtprep.commit.publish import (
+    begin_release,
+    current_manifest,
+    publish_release,
+    remove_releases,
+    remove_stale_link_temps,
+)
 from amtprep.commit.store import StageStore
 from amtprep.config import RunConfig
 from amtprep.errors import CheckpointError, Interrupted, OutputDirError
@@ -169,6 +175,14 @@ def _input_identity(source, output_dir: Path) -> dict[str, Any]:
     return fp
 
 
+def _stale_cache_temps(output_dir: Path) -> list[Path]:
+    removed = []
+    for p in output_dir.glob(f".{INPUT_CACHE}.*.tmp"):
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
 def run(cfg: RunConfig) -> RunSummary:
     """Run the configured stages; raises AmtprepError subclasses for operator-facing problems."""
     t0 = time.perf_counter()
@@ -180,6 +194,8 @@ def run(cfg: RunConfig) -> RunSummary:
         if cfg.force_restart:
             for p in reset_outputs(cfg):
                 log.info("--force_restart: removed %s", p)
+        for p in remove_stale_link_temps(cfg.output_dir) + _stale_cache_temps(cfg.output_dir):
+            log.info("removed %s left by an interrupted run", p.name)
         input_fp = _input_identity(source, cfg.output_dir)
         total = int(input_fp["rows"])
         stores = _recover(cfg, total)

@@ -134,6 +134,18 @@ def publish_release(output_dir: Path, release: Release, manifest: dict[str, Any]
     return output_dir / next(iter(LINKS[kind]))
 
 
+def remove_stale_link_temps(output_dir: Path) -> list[Path]:
+    """Temp links a killed publish left (``.<name>.<pid>.link.tmp``), and nothing else."""
+    removed = []
+    for folder in (output_dir, output_dir / RELEASES):
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if p.name.startswith(".") and p.name.endswith(".link.tmp") and p.is_symlink():
+                    p.unlink()
+                    removed.append(p)
+    return removed
+
+
 def current_manifest(output_dir: Path, kind: str = "final") -> dict[str, Any] | None:
     """The manifest of the release readers see now, or None."""
     try:

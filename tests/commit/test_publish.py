@@ -103,3 +103,14 @@ def test_pre_release_layout_is_replaced_by_links(tmp_path, legacy):
     _release(out, 5, "new")
     assert (out / "final").is_symlink() and (out / "statistics.json").is_symlink()
     assert _seen(out) == {"new"}
+
+
+def test_only_our_stale_link_temps_are_removed(tmp_path):
+    out = tmp_path / "out"
+    _release(out, 3, "old")
+    ours = out / ".final.4242.link.tmp"
+    ours.symlink_to("releases/final/data")
+    theirs = out / ".notes.link.tmp"
+    theirs.write_text("a user's file")
+    assert publish.remove_stale_link_temps(out) == [ours]
+    assert theirs.exists() and _seen(out) == {"old"}
