@@ -213,6 +213,7 @@ def run(cfg: RunConfig) -> RunSummary:
             # every path that reads committed state checks the input first
             for store in stores.values():
                 check_identity(store, input_fp, None, relocate_midi_root=cfg.relocate_midi_root)
+            _check_read_only_settings(cfg, stores, input_fp)
             _run_stages(cfg, source, stores, input_fp, total, stop, summary)
             complete = all(stores[s].complete for s in WORK_STAGES)
             if "merge" in cfg.stages and not stop.requested:
@@ -268,6 +269,24 @@ def _recover(cfg: RunConfig, total: int) -> dict[str, StageStore]:
                 total,
             )
     return stores
+
+
+def _check_read_only_settings(cfg: RunConfig, stores, input_fp: dict) -> None:
+    """A stage this run only reads (merge-only, --save_partial) is checked against the settings
+    given too; it is built (for text: the model loaded) only when the request differs."""
+    if "merge" not in cfg.stages and not cfg.save_partial:
+        return
+    for name in WORK_STAGES:
+        store = stores[name]
+        if name in cfg.stages or store.identity is None:
+            continue
+        if store.identity.get("request") == stage_request(name, cfg):
+            continue
+        stage = _build_stage(name, cfg)
+        try:
+            check_identity(store, input_fp, stage.fingerprint())
+        finally:
+            stage.close()
 
 
 def _run_stages(cfg, source, stores, input_fp, total, stop, summary) -> None:

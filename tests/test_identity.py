@@ -108,3 +108,16 @@ def test_relocated_midi_root_is_verified_recorded_and_gives_the_same_rows(
     assert log[0]["kind"] == "begin" and log[0]["input"]["midi_root"] == str(corpus.parent)
     assert [e["kind"] for e in log].count("identity") == 1  # the history is kept, not overwritten
     assert main(args) == 0  # from now on the new root is the stored one
+
+
+def test_merge_only_refuses_other_stage_settings(corpus, tmp_path, tiny_bert, finished, capsys):
+    before = (finished / "statistics.json").read_text()
+    assert main(run_args(corpus, finished, tiny_bert, "--stages", "merge", "--pooling", "cls")) == 4
+    assert "pooling" in capsys.readouterr().err
+    assert (
+        main(run_args(corpus, finished, tiny_bert, "--stages", "merge", "--midi_backend", "mido"))
+        == 4
+    )
+    assert "backend" in capsys.readouterr().err
+    assert main(run_args(corpus, finished, tiny_bert, "--stages", "merge")) == 0  # same: fine
+    assert (finished / "statistics.json").read_text() == before  # and up to date: kept
