@@ -22,6 +22,12 @@ class UnreadableFileError(MidiFileError, OSError):
     error_type = "unreadable_file"
 
 
+class InvalidPathError(MidiFileError, ValueError):
+    """A path no file can have (a NUL byte): the input row is wrong, not the file system."""
+
+    error_type = "invalid_path"
+
+
 class EmptyFileError(MidiFileError, ValueError):
     error_type = "empty_file"
 

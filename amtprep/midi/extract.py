@@ -1,7 +1,8 @@
 """One MIDI file in, one ``FileResult`` out: the unit of work a pool worker runs.
 
-Public API: ``BACKENDS``, ``FileResult``, ``extract_file(path, backend, max_bytes)`` and
-``extract_bytes(data, backend) -> (parser, MidiFeatures)``.
+Public API: ``BACKENDS``, ``FileResult``, ``read_midi_bytes(path, max_bytes)``,
+``extract_file(path, backend, max_bytes)``, ``extract_data(data, sha256, backend, where)`` (the
+same for bytes already read) and ``extract_bytes(data, backend) -> (parser, MidiFeatures)``.
 
 Backends: ``"mido"`` is the reference (retried with ``clip=True`` on data bytes > 127, reported
 as parser ``"mido_clip"``); ``"symusic"`` parses with symusic and fails files it rejects;
@@ -22,6 +23,7 @@ from amtprep.midi.errors import (
     BackendRejectedError,
     DataByteRangeError,
     EmptyFileError,
+    InvalidPathError,
     MidiFileError,
     MissingFileError,
     NeedsMidoError,
@@ -78,13 +80,16 @@ def extract_bytes(data: bytes, backend: str) -> tuple[str, MidiFeatures]:
 
 
 def read_midi_bytes(path: str, max_bytes: int) -> bytes:
-    """Raises ``MissingFileError``, ``UnreadableFileError``, ``TooLargeError``, ``EmptyFileError``."""
+    """Raises ``MissingFileError``, ``UnreadableFileError``, ``TooLargeError``, ``EmptyFileError``,
+    ``InvalidPathError``."""
     try:
         size = os.stat(path).st_size
     except FileNotFoundError as exc:
         raise MissingFileError(f"no such file: {path}") from exc
     except OSError as exc:
         raise UnreadableFileError(f"cannot stat {path}: {exc}") from exc
+    except ValueError as exc:  # a NUL byte, or a lone surrogate the file system cannot encode
+        raise InvalidPathError(f"MIDI path {path!r} cannot name a file ({exc})") from exc
     if size > max_bytes:
         raise TooLargeError(f"{size} bytes exceeds the limit of {max_bytes} (max_midi_bytes)")
     try:
@@ -106,14 +111,20 @@ def read_midi_bytes(path: str, max_bytes: int) -> bytes:
 
 
 def extract_file(path: str, backend: str, max_bytes: int) -> FileResult:
-    digest = None
     try:
         data = read_midi_bytes(path, max_bytes)
-        digest = hashlib.sha256(data).hexdigest()
-        parser, features = extract_bytes(data, backend)
-        return FileResult(sha256=digest, parser=parser, features=features)
     except MidiFileError as exc:
-        return FileResult.failed(exc.error_type, str(exc), digest)
+        return FileResult.failed(exc.error_type, str(exc))
+    return extract_data(data, hashlib.sha256(data).hexdigest(), backend, path)
+
+
+def extract_data(data: bytes, sha256: str, backend: str, where: str) -> FileResult:
+    """``data`` (read from ``where``, hashing to ``sha256``) parsed into features; never raises."""
+    try:
+        parser, features = extract_bytes(data, backend)
+        return FileResult(sha256=sha256, parser=parser, features=features)
+    except MidiFileError as exc:
+        return FileResult.failed(exc.error_type, str(exc), sha256)
     except Exception as exc:  # a parser bug on hostile input must not take the batch down
-        logger.warning("unexpected %s on %s", type(exc).__name__, path, exc_info=True)
-        return FileResult.failed("internal_error", f"{type(exc).__name__}: {exc}", digest)
+        logger.warning("unexpected %s on %s", type(exc).__name__, where, exc_info=True)
+        return FileResult.failed("internal_error", f"{type(exc).__name__}: {exc}", sha256)

@@ -1,6 +1,6 @@
 """A small process pool with per-file deadlines that survives its workers dying.
 
-Public API: ``WorkerPool(n_workers, backend, max_bytes, file_timeout)`` with
+Public API: ``WorkerPool(n_workers, backend, max_bytes, file_timeout, cache_dir=None)`` with
 ``run(paths) -> pa.Table`` (``RESULT_SCHEMA`` rows, same order), ``start(paths)`` (begin the
 next ``run`` early, without waiting), ``worker_pids()``, ``counters`` and ``close()``.
 
@@ -13,7 +13,10 @@ without any message. A file past ``file_timeout`` seconds gets its worker killed
 ``timeout`` row; a worker that dies (segfault, ``os._exit``, OOM kill) costs only the file it was
 on a ``worker_crashed`` row. Every other file it held, finished or not (finished rows die with
 it), goes back to the queue and a fresh worker replaces the lost one, so results do not depend
-on worker count or chunking.
+on worker count or chunking. With a ``cache_dir`` each worker looks its files up in the feature
+cache (``cache.FeatureCache.extract``) and stores what it parsed: reading, hashing and the
+look-up fall under the same deadline as parsing, and the parent never opens a MIDI file. Each
+answer starts with the chunk's cache counts (hits, misses, unreadable entries dropped).
 
 Processes start with the ``spawn`` context (never fork a parent that may hold torch threads). A
 worker ignores SIGINT (the parent decides what Ctrl+C means) and exits on its own when the parent
@@ -28,15 +31,18 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import struct
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 
 import pyarrow as pa
 
+from amtprep.midi.cache import FeatureCache
 from amtprep.midi.extract import FileResult, extract_file
 from amtprep.midi.schema import from_message, in_order, result_table, to_message
 
@@ -49,6 +55,7 @@ _STARTUP_TIMEOUT = 120.0  # seconds for a spawned worker to import numpy/mido/sy
 _MAX_CHUNK = 64
 _SHRINK = 2
 _MAX_STARTUP_FAILURES = 3
+_COUNTS = struct.Struct("<III")  # cache hits, misses, entries dropped: heads each chunk's answer
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -58,22 +65,40 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(1)
 
 
-def _worker_main(conn: Connection, progress, parent_pid: int, backend: str, max_bytes: int) -> None:
+def _worker_main(
+    conn: Connection,
+    progress,
+    parent_pid: int,
+    backend: str,
+    max_bytes: int,
+    cache_dir: Path | None,
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    cache = FeatureCache(cache_dir, backend) if cache_dir is not None else None
     conn.send_bytes(_READY)
     while True:
         try:
             chunk = conn.recv()
         except (EOFError, OSError):
+            if cache is not None:
+                cache.close()
             return
-        results = []
+        outcomes = []
         for task_id, path in chunk:
             progress[1] = time.monotonic()
             progress[0] = task_id
-            results.append(extract_file(path, backend, max_bytes))
+            if cache is None:
+                outcomes.append(extract_file(path, backend, max_bytes))
+            else:
+                outcomes.append(cache.extract(path, max_bytes))
+        if cache is None:
+            counts, rows = _COUNTS.pack(0, 0, 0), result_table(outcomes)
+        else:
+            rows = cache.rows(outcomes)  # stores fresh rows: a stuck cache blames the last file
+            counts = _COUNTS.pack(*cache.take_counts())
         progress[0] = -1.0  # task ids restart each run: never leave one that may recur
-        conn.send_bytes(to_message(result_table(results)))
+        conn.send_bytes(counts + to_message(rows))
 
 
 @dataclass
@@ -109,12 +134,22 @@ class _Job:
 
 
 class WorkerPool:
-    def __init__(self, n_workers: int, backend: str, max_bytes: int, file_timeout: float) -> None:
+    def __init__(
+        self,
+        n_workers: int,
+        backend: str,
+        max_bytes: int,
+        file_timeout: float,
+        cache_dir: Path | None = None,
+    ) -> None:
         self.n_workers = max(1, n_workers)
         self.backend = backend
         self.max_bytes = max_bytes
         self.file_timeout = file_timeout
-        self.counters = {"timeouts": 0, "worker_deaths": 0, "workers_started": 0}
+        self.cache_dir = cache_dir
+        self.counters = dict.fromkeys(
+            ("timeouts", "worker_deaths", "workers_started", "cache_hits", "cache_misses"), 0
+        )
         self._ctx = mp.get_context("spawn")
         self._workers: list[_Worker] = []
         self._startup_failures = 0
@@ -126,7 +161,7 @@ class WorkerPool:
         progress = self._ctx.RawArray("d", [-1.0, 0.0])
         process = self._ctx.Process(
             target=_worker_main,
-            args=(child_conn, progress, os.getpid(), self.backend, self.max_bytes),
+            args=(child_conn, progress, os.getpid(), self.backend, self.max_bytes, self.cache_dir),
             name="amtprep-midi-worker",
             daemon=True,
         )
@@ -257,10 +292,19 @@ class WorkerPool:
                     worker.ready = True
                     continue
                 chunk = worker.inflight.popleft()
-                rows = from_message(message)
+                hits, misses, dropped = _COUNTS.unpack_from(message)
+                rows = from_message(memoryview(message)[_COUNTS.size :])
                 if rows.num_rows != len(chunk):
                     raise RuntimeError(f"worker answered {rows.num_rows} rows for {len(chunk)}")
                 parts.append(([task_id for task_id, _ in chunk], rows))
+                self.counters["cache_hits"] += hits
+                self.counters["cache_misses"] += misses
+                if dropped:  # the worker's own warning goes to its stderr, not the run's log
+                    logger.warning(
+                        "%d MIDI cache entries were unreadable and dropped; their files were "
+                        "parsed again",
+                        dropped,
+                    )
                 worker.head_since = time.monotonic()
                 done += len(chunk)
         except (EOFError, OSError):

@@ -4,16 +4,19 @@ Public API: ``MidiStage(cfg)`` implementing ``amtprep.stages.Stage``; also a con
 
 Files are parsed in ``cfg.workers`` worker processes (``pool``), even for ``workers=1``, so the
 per-file timeout and crash isolation hold at every setting; output is identical for any worker
-count and batch size. With ``cfg.use_cache`` the parent reads and hashes each file and serves
-hits from ``cache``; only misses go to the workers. ``fingerprint`` covers what changes rows:
-feature version, backend and ``max_midi_bytes`` (not workers, cache or ``file_timeout``, so a
-resume may raise the timeout).
+count and batch size. With ``cfg.use_cache`` the workers look each file up in ``cache`` before
+parsing it (the parent opens no MIDI file, so a file that hangs on read times out like one that
+hangs in the parser), and ``prefetch`` works the same with the cache on or off.
+``fingerprint`` covers what changes rows: feature version, backend and ``max_midi_bytes`` (not
+workers, cache or ``file_timeout``, so a resume may raise the timeout).
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -21,8 +24,7 @@ import pyarrow as pa
 from amtprep.config import MidiConfig
 from amtprep.errors import ConfigError
 from amtprep.midi.cache import FeatureCache
-from amtprep.midi.errors import MidiFileError
-from amtprep.midi.extract import BACKENDS, FileResult, read_midi_bytes
+from amtprep.midi.extract import BACKENDS, FileResult
 from amtprep.midi.pool import WorkerPool
 from amtprep.midi.schema import MIDI_SCHEMA, build_table, in_order, result_table
 from amtprep.midi.version import FEATURE_VERSION
@@ -35,17 +37,20 @@ class MidiStage:
     name = "midi"
 
     def __init__(self, cfg: MidiConfig) -> None:
-        """Raises ``ConfigError`` for an unknown backend or a non-positive limit."""
+        """Raises ``ConfigError`` for an unknown backend, a non-positive limit or a cache dir
+        that cannot be written."""
         if cfg.backend not in BACKENDS:
             raise ConfigError(f"unknown MIDI backend {cfg.backend!r}; choose one of {BACKENDS}")
         if cfg.workers < 1 or cfg.max_midi_bytes < 1 or cfg.file_timeout <= 0:
             raise ConfigError("workers, max_midi_bytes and file_timeout must be positive")
         self.cfg = cfg
-        self._pool = WorkerPool(cfg.workers, cfg.backend, cfg.max_midi_bytes, cfg.file_timeout)
-        self._cache = FeatureCache(cfg.cache_dir / "midi", cfg.backend) if cfg.use_cache else None
-        self._counts = dict.fromkeys(
-            ("files", "ok", "failed", "cache_hits", "cache_misses", "clipped", "fallbacks"), 0
+        cache_dir = cfg.cache_dir / "midi" if cfg.use_cache else None
+        if cache_dir is not None:
+            _open_cache(cache_dir, cfg.backend)
+        self._pool = WorkerPool(
+            cfg.workers, cfg.backend, cfg.max_midi_bytes, cfg.file_timeout, cache_dir
         )
+        self._counts = dict.fromkeys(("files", "ok", "failed", "clipped", "fallbacks"), 0)
 
     def fingerprint(self) -> dict[str, Any]:
         return {
@@ -58,60 +63,18 @@ class MidiStage:
         return MIDI_SCHEMA
 
     def process(self, records: Sequence[Record]) -> pa.Table:
-        done: list[tuple[int, FileResult]] = []  # failed before parsing
-        hits: list[tuple[int, pa.Table]] = []
-        to_parse: list[int] = []
-        for i, record in enumerate(records):
-            if record.row_error:
-                done.append((i, FileResult.failed("malformed_row", record.row_error)))
-            elif self._cache is None:
-                to_parse.append(i)
-            else:
-                found = self._from_cache(record)
-                if isinstance(found, FileResult):
-                    done.append((i, found))
-                elif found is not None:
-                    hits.append((i, found))
-                else:
-                    to_parse.append(i)
+        malformed = [i for i, record in enumerate(records) if record.row_error]
+        to_parse = [i for i, record in enumerate(records) if not record.row_error]
         parsed = self._pool.run([records[i].resolved_path for i in to_parse])
-        if self._cache is not None:
-            self._fill_cache(parsed)
-        results = in_order(
-            [
-                ([i for i, _ in done], result_table([r for _, r in done])),
-                *(([i], row) for i, row in hits),
-                (to_parse, parsed),
-            ],
-            len(records),
-        )
+        failed = [FileResult.failed("malformed_row", records[i].row_error) for i in malformed]
+        results = in_order([(malformed, result_table(failed)), (to_parse, parsed)], len(records))
         self._count(results)
         return build_table(records, results)
 
     def prefetch(self, records: Sequence[Record]) -> None:
-        """Start parsing the batch ``process`` will get next, so the workers parse while the
-        runner writes the current shard. With the cache on it does nothing: look-ups happen in
-        ``process``, and a hit must not be parsed."""
-        if self._cache is None:
-            self._pool.start([r.resolved_path for r in records if not r.row_error])
-
-    def _from_cache(self, record: Record) -> pa.Table | FileResult | None:
-        """The cached row, a failure reading the file, or None (a miss)."""
-        try:
-            data = read_midi_bytes(record.resolved_path, self.cfg.max_midi_bytes)
-        except MidiFileError as exc:
-            return FileResult.failed(exc.error_type, str(exc))
-        hit = self._cache.get(self._cache.key(FeatureCache.content_hash(data)))
-        self._counts["cache_hits" if hit is not None else "cache_misses"] += 1
-        return hit
-
-    def _fill_cache(self, parsed: pa.Table) -> None:
-        statuses = parsed.column("status").to_pylist()
-        for j, (sha256, status) in enumerate(
-            zip(parsed.column("content_sha256").to_pylist(), statuses, strict=True)
-        ):
-            if status == STATUS_OK:  # failures are not cached: a fixed file is retried
-                self._cache.put(self._cache.key(sha256), parsed.slice(j, 1))
+        """Start on the batch ``process`` will get next, so the workers read, look up and parse
+        while the runner writes the current shard."""
+        self._pool.start([r.resolved_path for r in records if not r.row_error])
 
     def _count(self, results: pa.Table) -> None:
         c = self._counts
@@ -131,14 +94,23 @@ class MidiStage:
         return self._pool.worker_pids()
 
     def close(self) -> None:
-        """Stop the worker processes and close the cache; idempotent."""
+        """Stop the worker processes; idempotent."""
         self._pool.close()
-        if self._cache is not None:
-            self._cache.close()
-            self._cache = None
 
     def __enter__(self) -> MidiStage:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _open_cache(directory: Path, backend: str) -> None:
+    """Create the cache here, before the workers open it, so a cache dir that cannot be written
+    is one clear error. Raises ``ConfigError``."""
+    try:
+        FeatureCache(directory, backend).close()
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(
+            f"cannot open the MIDI feature cache in {directory} ({exc}); pass --cache_dir with a "
+            "writable folder, or drop --use_cache"
+        ) from None

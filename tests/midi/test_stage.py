@@ -153,8 +153,7 @@ def test_cache_hits_on_second_run_and_misses_after_content_change(tmp_path, midi
     with MidiStage(midi_config) as stage:
         warm = stage.process(records)
         assert (stage.counters()["cache_hits"], stage.counters()["cache_misses"]) == (4, 0)
-        assert stage.worker_pids() == []  # nothing was parsed
-    assert warm.equals(cold)
+    assert warm.equals(cold)  # and not parsed: see test_a_cache_hit_is_served_not_parsed
     (tmp_path / "0.mid").write_bytes(generate_midi(99, notes_per_track=40))
     with MidiStage(midi_config) as stage:
         changed = stage.process(records)
@@ -226,9 +225,90 @@ def test_prefetched_batch_is_collected_and_a_mismatch_is_discarded(tmp_path, mid
         assert stage.process(second).equals(reference[1])
 
 
-def test_prefetch_does_nothing_with_the_cache_on(tmp_path, midi_config):
-    records = records_for(tmp_path, {"a.mid": GOOD})
+def _doctor_cache(cache_dir, duration_s: float) -> None:
+    """Rewrite every cached row with a duration no parse could give, to tell hits from parses."""
+    import diskcache
+
+    from amtprep.midi.schema import from_ipc, to_ipc
+
+    with diskcache.Cache(str(cache_dir / "midi")) as cache:
+        for key in list(cache):
+            row = from_ipc(cache[key])
+            column = row.schema.get_field_index("duration_s")
+            doctored = pa.array([duration_s], row.schema.field(column).type)
+            cache[key] = to_ipc(row.set_column(column, "duration_s", doctored)).to_pybytes()
+
+
+def test_a_cache_hit_is_served_not_parsed(tmp_path, midi_config):
+    records = records_for(tmp_path, {"a.mid": GOOD, "b.mid": generate_midi(3)})
     midi_config.use_cache = True
     with MidiStage(midi_config) as stage:
-        stage.prefetch(records)
-        assert stage.worker_pids() == []  # a cache hit must not be parsed: look-ups come first
+        stage.process(records)
+    _doctor_cache(midi_config.cache_dir, 1234.5)
+    with MidiStage(midi_config) as stage:
+        warm = stage.process(records)
+        assert (stage.counters()["cache_hits"], stage.counters()["cache_misses"]) == (2, 0)
+    assert warm.column("duration_s").to_pylist() == [1234.5, 1234.5]
+
+
+def test_prefetch_works_with_the_cache_on_and_serves_hits(tmp_path, midi_config):
+    files = {f"{i}.mid": generate_midi(i, notes_per_track=30) for i in range(12)}
+    records = records_for(tmp_path, files)
+    first, second = records[:6], records[6:]
+    midi_config.use_cache = True
+    midi_config.workers = 2
+    with MidiStage(midi_config) as stage:
+        stage.process(first)  # the second half stays a miss
+    _doctor_cache(midi_config.cache_dir, 1234.5)
+    with MidiStage(midi_config) as stage:
+        stage.prefetch(first)  # looked up while the caller writes the previous shard
+        started = stage.counters()["workers_started"]
+        hits = stage.process(first)
+        stage.prefetch(second)
+        misses = stage.process(second)
+        counters = stage.counters()
+    assert counters["workers_started"] == started  # prefetched work was collected, not redone
+    assert (counters["cache_hits"], counters["cache_misses"]) == (6, 6)
+    assert hits.column("duration_s").to_pylist() == [1234.5] * 6  # served, not parsed
+    assert 1234.5 not in misses.column("duration_s").to_pylist()
+
+
+def test_cache_on_gives_the_rows_of_a_cache_off_run(tmp_path, midi_config):
+    files = {f"{i}.mid": generate_midi(i, notes_per_track=40) for i in range(10)}
+    files.update({"missing.mid": None, "text.mid": b"not MIDI", "big.mid": GOOD + b"\0" * 500})
+    records = records_for(tmp_path, files)
+    records.append(Record(len(records), "nul", "a\0b.mid", str(tmp_path / "a\0b.mid"), "c"))
+    midi_config.max_midi_bytes = len(GOOD) + 100
+
+    def run(use_cache: bool) -> pa.Table:
+        config = dataclasses.replace(midi_config, use_cache=use_cache, workers=2)
+        with MidiStage(config) as stage:
+            batches = [records[i : i + 4] for i in range(0, len(records), 4)]
+            parts = []
+            for i, batch in enumerate(batches):  # as the runner does: process, prefetch the next
+                parts.append(stage.process(batch))
+                if i + 1 < len(batches):
+                    stage.prefetch(batches[i + 1])
+        return pa.concat_tables(parts)
+
+    reference = run(use_cache=False)
+    assert run(use_cache=True).equals(reference)  # cold: every file a miss
+    assert run(use_cache=True).equals(reference)  # warm: the good files are hits
+    assert by_id(reference)["nul"]["error_type"] == "invalid_path"
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_a_file_that_blocks_on_read_times_out(tmp_path, midi_config, use_cache):
+    # A FIFO nobody writes to: open() blocks for ever, as a file on a hung NFS mount does.
+    records = records_for(tmp_path, {"a.mid": GOOD, "b.mid": generate_midi(4)})
+    os.mkfifo(tmp_path / "fifo.mid")
+    records.insert(1, Record(2, "fifo", "fifo.mid", str(tmp_path / "fifo.mid"), "a caption"))
+    midi_config.use_cache = use_cache
+    midi_config.file_timeout = 1.0
+    started = time.monotonic()
+    with MidiStage(midi_config) as stage:
+        rows = by_id(stage.process(records))
+        assert stage.counters()["timeouts"] == 1
+    assert time.monotonic() - started < 30
+    assert rows["fifo"]["error_type"] == "timeout" and "file_timeout" in rows["fifo"]["error"]
+    assert rows["id0"]["status"] == rows["id1"]["status"] == "ok"

@@ -1,0 +1,60 @@
+"""Whole runs over input that must cost a failure row, never the run, and retries that fix them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from amtprep.cli import main
+from tests.helpers import read_final, run_args
+
+
+def add_rows(corpus: Path, *rows: dict) -> list[int]:
+    """Append rows to the corpus .jsonl; returns their idx."""
+    first = sum(1 for _ in corpus.open())
+    with corpus.open("a") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    return list(range(first, first + len(rows)))
+
+
+def failure_types(out: Path) -> dict[tuple[int, str], str]:
+    _, failures = read_final(out)
+    return {(r["idx"], r["stage"]): r["error_type"] for r in failures.to_pylist()}
+
+
+@pytest.mark.parametrize("cache", [["--use_cache"], []], ids=["cache", "no-cache"])
+def test_nul_byte_in_a_midi_path_is_a_failed_row(corpus, tmp_path, tiny_bert, cache):
+    (nul,) = add_rows(corpus, {"location": "midi/a\u0000b.mid", "caption": "a NUL in the path"})
+    out = tmp_path / "out"
+    args = run_args(corpus, out, tiny_bert, *cache, "--cache_dir", str(tmp_path / "cache"))
+    assert main(args) == 0
+    assert main([*args, "--mode", "continue"]) == 0  # a resume does not trip on it either
+    final, failures = read_final(out)
+    (row,) = [r for r in failures.to_pylist() if r["idx"] == nul]
+    assert (row["stage"], row["error_type"]) == ("midi", "invalid_path")
+    assert "NUL" in row["error"] or "null byte" in row["error"]
+    assert final.num_rows == 30
+
+
+def test_a_fifo_as_midi_path_times_out_with_the_cache_on(corpus, tmp_path, tiny_bert):
+    # open() on a FIFO nobody writes blocks for ever, like a file on a hung NFS mount: the
+    # cache look-up must run under the per-file deadline, not in the parent.
+    os.mkfifo(corpus.parent / "midi" / "fifo.mid")
+    (fifo,) = add_rows(corpus, {"location": "midi/fifo.mid", "caption": "a pipe, not a file"})
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    extra = ("--use_cache", "--cache_dir", str(cache), "--file_timeout", "2")
+    assert main(run_args(corpus, out, tiny_bert, *extra)) == 0
+    assert failure_types(out) == {(fifo, "midi"): "timeout"}
+    # Warm: every other file is a hit, and the rows are those of a run without the cache.
+    assert main(run_args(corpus, out, tiny_bert, *extra, "--force_restart")) == 0
+    ck = json.loads((out / "midi_checkpoint.json").read_text())
+    assert ck["counters"]["cache_hits"] == 30
+    reference = tmp_path / "reference"
+    assert main(run_args(corpus, reference, tiny_bert, "--file_timeout", "2")) == 0
+    warm, _ = read_final(out)
+    cold, _ = read_final(reference)
+    assert warm.drop_columns(["embedding"]).equals(cold.drop_columns(["embedding"]))
