@@ -58,3 +58,19 @@ def test_a_fifo_as_midi_path_times_out_with_the_cache_on(corpus, tmp_path, tiny_
     warm, _ = read_final(out)
     cold, _ = read_final(reference)
     assert warm.drop_columns(["embedding"]).equals(cold.drop_columns(["embedding"]))
+
+
+def test_retry_failed_with_a_raised_max_midi_bytes_makes_too_large_files_ok(
+    corpus, tmp_path, tiny_bert
+):
+    sizes = sorted(p.stat().st_size for p in (corpus.parent / "midi").glob("*.mid"))
+    limit = sizes[len(sizes) // 2]  # about half the files are larger
+    out = tmp_path / "out"
+    assert main(run_args(corpus, out, tiny_bert, "--max_midi_bytes", str(limit))) == 0
+    too_large = failure_types(out)
+    assert too_large and set(too_large.values()) == {"too_large"}
+    raised = ("--retry_failed", "--max_midi_bytes", str(sizes[-1]))
+    assert main(run_args(corpus, out, tiny_bert, *raised)) == 0  # not refused as changed settings
+    final, failures = read_final(out)
+    assert failures.num_rows == 0 and final.num_rows == 30
+    assert {idx for idx, _ in too_large} <= set(final.column("idx").to_pylist())

@@ -7,8 +7,9 @@ per-file timeout and crash isolation hold at every setting; output is identical 
 count and batch size. With ``cfg.use_cache`` the workers look each file up in ``cache`` before
 parsing it (the parent opens no MIDI file, so a file that hangs on read times out like one that
 hangs in the parser), and ``prefetch`` works the same with the cache on or off.
-``fingerprint`` covers what changes rows: feature version, backend and ``max_midi_bytes`` (not
-workers, cache or ``file_timeout``, so a resume may raise the timeout).
+``fingerprint`` covers what changes a parsed row: feature version and backend. Not workers, the
+cache, or the limits ``max_midi_bytes`` and ``file_timeout``: they only decide which files fail
+(``too_large``, ``timeout``), so ``--retry_failed`` with a raised limit retries those files.
 """
 
 from __future__ import annotations
@@ -53,11 +54,7 @@ class MidiStage:
         self._counts = dict.fromkeys(("files", "ok", "failed", "clipped", "fallbacks"), 0)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {
-            "feature_version": FEATURE_VERSION,
-            "backend": self.cfg.backend,
-            "max_midi_bytes": self.cfg.max_midi_bytes,
-        }
+        return {"feature_version": FEATURE_VERSION, "backend": self.cfg.backend}
 
     def schema(self) -> pa.Schema:
         return MIDI_SCHEMA
