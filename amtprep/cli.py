@@ -191,6 +191,14 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
     _add(g, "embedding_dtype", choices=["float32", "float16"], default="float32")
     _add(g, "model_batch_size", type=_positive_int, default=None)
     _add(g, "max_tokens_per_batch", type=_positive_int, default=None)
+    _add(
+        g,
+        "max_caption_chars",
+        type=_positive_int,
+        default=TextConfig.max_caption_chars,
+        help="longer captions become caption_too_long failures "
+        f"(default {TextConfig.max_caption_chars})",
+    )
     return p
 
 
@@ -218,6 +226,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         use_gpu=args.use_gpu,
         model_batch_size=args.model_batch_size,
         max_tokens_per_batch=args.max_tokens_per_batch,
+        max_caption_chars=args.max_caption_chars,
         use_cache=args.use_cache,
         cache_dir=cache_dir,
     )

@@ -41,6 +41,7 @@ class TextConfig:
     use_gpu: bool = False
     model_batch_size: int | None = None  # None: 32 on CPU, 128 on GPU
     max_tokens_per_batch: int | None = None
+    max_caption_chars: int = 20_000  # longer captions fail as caption_too_long (not tokenised)
     sort_window: int = 16  # model batches sorted by length together
     threads: int | None = None  # torch threads; None: cores available
     use_cache: bool = False

@@ -74,3 +74,22 @@ def test_retry_failed_with_a_raised_max_midi_bytes_makes_too_large_files_ok(
     final, failures = read_final(out)
     assert failures.num_rows == 0 and final.num_rows == 30
     assert {idx for idx, _ in too_large} <= set(final.column("idx").to_pylist())
+
+
+def test_an_overlong_caption_fails_and_a_raised_limit_retries_it(corpus, tmp_path, tiny_bert):
+    caption = "a very long caption about a slow string quartet " * 2100  # ~100k characters
+    caption = caption[:100_000]
+    (long_idx,) = add_rows(corpus, {"location": "midi/0000.mid", "caption": caption})
+    out = tmp_path / "out"
+    assert main(run_args(corpus, out, tiny_bert)) == 0
+    _, failures = read_final(out)
+    (row,) = failures.to_pylist()
+    assert (row["idx"], row["stage"], row["error_type"]) == (long_idx, "text", "caption_too_long")
+    assert "100000 characters" in row["error"] and "limit of 20000" in row["error"]
+    assert "string quartet" not in row["error"]
+    retry = ("--retry_failed", "--max-caption-chars", "200000")  # either spelling
+    assert main(run_args(corpus, out, tiny_bert, *retry)) == 0
+    final, failures = read_final(out)
+    assert failures.num_rows == 0
+    (retried,) = [r for r in final.to_pylist() if r["idx"] == long_idx]
+    assert retried["caption"] == caption and retried["truncated"] is True

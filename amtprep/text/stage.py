@@ -1,11 +1,14 @@
 """The text stage: a batch of records in, one Arrow row per record out (see ``amtprep.stages``).
 
 Public API: ``TextStage(cfg)`` with ``name``, ``fingerprint()``, ``schema()``,
-``schema_metadata()``, ``process(records)``, ``counters()``, ``close()``; ``caption_failure(record)``.
+``schema_metadata()``, ``process(records)``, ``counters()``, ``close()``;
+``caption_failure(record, max_chars=None)``.
 
 Per-record problems become failed rows: ``malformed_row`` (the reader flagged the row),
-``invalid_caption`` (missing or undecodable, with the reader's message), ``empty_caption``.
-Over-long captions are truncated to ``max_length`` tokens and flagged, not failed.
+``invalid_caption`` (missing or undecodable, with the reader's message), ``empty_caption``,
+``caption_too_long`` (over ``max_caption_chars`` characters: never tokenised, and its text is not
+stored, so one multi-megabyte caption cannot cost seconds and hundreds of MB). Captions within
+that limit but over ``max_length`` tokens are truncated and flagged, not failed.
 """
 
 from __future__ import annotations
@@ -33,14 +36,21 @@ log = logging.getLogger(__name__)
 # Bump when the same settings would produce different vectors or columns.
 TEXT_STAGE_VERSION = 1
 METADATA_PREFIX = "amtprep.text."
+CAPTION_TOO_LONG = "caption_too_long"
 
 
-def caption_failure(record: Record) -> RecordFailure | None:
+def caption_failure(record: Record, max_chars: int | None = None) -> RecordFailure | None:
     """Why ``record`` cannot be embedded, or None when its caption is usable."""
     if record.row_error:
         return RecordFailure("malformed_row", record.row_error)
     if record.caption is None:
         return RecordFailure("invalid_caption", record.caption_error or "caption is missing")
+    if max_chars is not None and len(record.caption) > max_chars:
+        return RecordFailure(
+            CAPTION_TOO_LONG,
+            f"caption is {len(record.caption)} characters, over the limit of {max_chars} "
+            "(--max_caption_chars)",
+        )
     if not record.caption.strip():
         return RecordFailure("empty_caption", "caption is empty or whitespace only")
     return None
@@ -77,6 +87,8 @@ class TextStage:
             raise ConfigError(
                 f"unknown pooling {cfg.pooling!r}; choose one of {', '.join(POOLINGS)}"
             )
+        if cfg.max_caption_chars < 1:
+            raise ConfigError(f"max_caption_chars must be at least 1, got {cfg.max_caption_chars}")
         if cfg.embedding_dtype not in EMBEDDING_DTYPES:
             raise ConfigError(
                 f"unknown embedding dtype {cfg.embedding_dtype!r}; choose float32 or float16"
@@ -169,7 +181,7 @@ class TextStage:
 
     def process(self, records: Sequence[Record]) -> pa.Table:
         n = len(records)
-        failures = [caption_failure(r) for r in records]
+        failures = [caption_failure(r, self.cfg.max_caption_chars) for r in records]
         todo = [i for i, failure in enumerate(failures) if failure is None]
         results: list[CachedEmbedding | None] = [None] * n
         captions = [records[i].caption for i in todo]
@@ -235,7 +247,13 @@ class TextStage:
             "status": pa.array([STATUS_FAILED if f else STATUS_OK for f in failures], pa.string()),
             "error_type": pa.array([f.error_type if f else None for f in failures], pa.string()),
             "error": pa.array([f.error if f else None for f in failures], pa.string()),
-            "caption": pa.array([r.caption for r in records], pa.string()),
+            "caption": pa.array(
+                [
+                    None if f is not None and f.error_type == CAPTION_TOO_LONG else r.caption
+                    for r, f in zip(records, failures, strict=True)
+                ],
+                pa.string(),
+            ),
             "n_tokens": pa.array([r.n_tokens if r else None for r in results], pa.int32()),
             "truncated": pa.array([r.truncated if r else None for r in results], pa.bool_()),
             "embedding": embedding,

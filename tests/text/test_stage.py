@@ -92,6 +92,20 @@ def test_failed_rows_keep_their_place_and_reason(tiny_bert, records):
     assert (counts["records"], counts["ok"], counts["failed"], counts["truncated"]) == (6, 2, 4, 1)
 
 
+def test_caption_over_max_caption_chars_is_a_failed_row_without_its_text(tiny_bert, records):
+    stage = TextStage(TextConfig(model=str(tiny_bert), max_caption_chars=50))
+    long_caption = "an endless ambient drone " * 4  # 100 characters
+    rows = stage.process(records(["A calm piano piece.", long_caption, "x" * 50])).to_pylist()
+    assert [r["status"] for r in rows] == ["ok", "failed", "ok"]  # 50 is within the limit
+    assert rows[1]["error_type"] == "caption_too_long"
+    assert rows[1]["error"] == (
+        "caption is 100 characters, over the limit of 50 (--max_caption_chars)"
+    )
+    assert rows[1]["caption"] is None and rows[1]["embedding"] is None  # not stored, not run
+    assert stage.counters()["tokens"] == rows[0]["n_tokens"] + rows[2]["n_tokens"]
+    assert "max_caption_chars" not in stage.fingerprint()  # a retry may raise it
+
+
 def test_cache_hits_on_second_run_with_the_same_vectors(tiny_bert, tmp_path):
     cfg = TextConfig(model=str(tiny_bert), use_cache=True, cache_dir=tmp_path)
     first = TextStage(cfg)
