@@ -121,3 +121,11 @@ def test_merge_only_refuses_other_stage_settings(corpus, tmp_path, tiny_bert, fi
     assert "backend" in capsys.readouterr().err
     assert main(run_args(corpus, finished, tiny_bert, "--stages", "merge")) == 0  # same: fine
     assert (finished / "statistics.json").read_text() == before  # and up to date: kept
+
+
+def test_a_setting_that_left_the_fingerprint_does_not_refuse_older_shards(tmp_path):
+    from amtprep.commit.identity import identity_changes
+
+    stored = {"input": {"sha256": "a"}, "settings": {"backend": "auto", "max_midi_bytes": 64}}
+    assert identity_changes("midi", stored, {"sha256": "a"}, {"backend": "auto"}) == []
+    assert identity_changes("midi", stored, {"sha256": "a"}, {"backend": "mido"}) != []

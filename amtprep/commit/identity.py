@@ -30,6 +30,9 @@ _COMMON = ("sha256", "format", "midi_column", "id_column")
 INPUT_KEYS = {"midi": (*_COMMON, "midi_root"), "text": (*_COMMON, "text_column")}
 _NAMES = {"sha256": "input file content"}
 RELOCATE_SAMPLE = 16
+# settings that once were in a stage fingerprint and no longer change results: shards made
+# before they left are still valid (max_midi_bytes only decides which files fail as too large)
+RETIRED_SETTINGS = {"midi": {"max_midi_bytes"}, "text": set()}
 
 
 def identity_changes(
@@ -43,7 +46,8 @@ def identity_changes(
             changes.append(f"{_NAMES.get(key, key)}: {old_in.get(key)!r} -> {input_fp.get(key)!r}")
     if settings is not None:
         old_set = stored.get("settings") or {}
-        for key in sorted(set(old_set) | set(settings)):
+        retired = RETIRED_SETTINGS[stage] - set(settings)
+        for key in sorted((set(old_set) | set(settings)) - retired):
             if old_set.get(key) != settings.get(key):
                 changes.append(f"{key}: {old_set.get(key)!r} -> {settings.get(key)!r}")
     return changes
