@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -27,11 +28,27 @@ from amtprep.config import (
 from amtprep.errors import AmtprepError, ConfigError, Interrupted
 
 
+@contextlib.contextmanager
 def logging_redirect_tqdm():
-    """Route log lines around the progress bars (tqdm's helper, imported lazily)."""
+    """Route log lines around the progress bars (tqdm's helper, imported lazily).
+
+    tqdm's replacement handler does not copy the console handler's level, so it is set here:
+    ``--log_level warning`` must not print every batch's INFO line.
+    """
     from tqdm.contrib.logging import logging_redirect_tqdm as redirect
 
-    return redirect()
+    root = logging.getLogger()
+    console = [
+        h
+        for h in root.handlers
+        if type(h) is logging.StreamHandler and h.stream in (sys.stdout, sys.stderr)
+    ]
+    level = min((h.level for h in console), default=logging.NOTSET)
+    with redirect():
+        for h in root.handlers:
+            if h not in console and not isinstance(h, logging.FileHandler):
+                h.setLevel(level)
+        yield
 
 
 log = logging.getLogger("amtprep")

@@ -99,7 +99,7 @@ def stage_request(name: str, cfg: RunConfig) -> dict[str, Any]:
     """The settings as asked for, known without building the stage. Equal to the recorded
     request means equal results, so a finished stage need not be built to be checked."""
     if name == "midi":
-        from amtprep.midi.version import FEATURE_VERSION
+        from amtprep.versions import FEATURE_VERSION
 
         return {
             "backend": cfg.midi.backend,

@@ -402,47 +402,47 @@ def _delete_log_and_checkpoints(out: Path) -> None:
 # name -> (crash point that leaves the state, damage, phrases the operator must be told)
 CORRUPTIONS = {
     "empty": (
-        "text.checkpoint.dir_fsynced:2",
+        "text.checkpoint.renamed:2",
         lambda o: (o / CK).write_bytes(b""),
         ["file is empty", REWRITTEN],
     ),
     "truncated": (
-        "text.checkpoint.dir_fsynced:2",
+        "text.checkpoint.renamed:2",
         lambda o: _truncate(o / CK),
         ["unusable", REWRITTEN],
     ),
     "bit_flip": (
-        "text.checkpoint.dir_fsynced:2",
+        "text.checkpoint.renamed:2",
         lambda o: _flip_bit(o / CK),
         ["unusable", REWRITTEN],
     ),
     "garbage": (
-        "text.checkpoint.dir_fsynced:2",
+        "text.checkpoint.renamed:2",
         lambda o: (o / CK).write_bytes(os.urandom(300)),
         ["not valid JSON"],
     ),
     "wrong_content": (
-        "text.checkpoint.dir_fsynced:2",
+        "text.checkpoint.renamed:2",
         lambda o: (o / CK).write_text(json.dumps({"stage": "text", "last_processed_idx": 99})),
         ["checksum mismatch", REWRITTEN],
     ),
     "both_copies_damaged": (
-        "text.checkpoint.dir_fsynced:2",
+        "text.checkpoint.renamed:2",
         lambda o: (_flip_bit(o / CK), _flip_bit(o / (CK + ".bak"))),
         ["unusable", REWRITTEN],
     ),
     "all_checkpoints_deleted": (
-        "text.checkpoint.dir_fsynced:2",
+        "text.checkpoint.renamed:2",
         _delete_checkpoints,
         ["is missing: it is " + REWRITTEN],
     ),
     "newest_shard_deleted": (
-        "text.checkpoint.dir_fsynced:2",
+        "text.checkpoint.renamed:2",
         lambda o: _newest_shard(o).unlink(),
         ["is listed but missing"],
     ),
     "newest_shard_truncated": (
-        "text.checkpoint.dir_fsynced:2",
+        "text.checkpoint.renamed:2",
         lambda o: _truncate(_newest_shard(o)),
         ["quarantine"],
     ),
@@ -457,12 +457,12 @@ CORRUPTIONS = {
         ["cut off by a crash", "adopted 1 committed shard"],
     ),
     "log_line_damaged": (
-        "text.checkpoint.dir_fsynced:2",
+        "text.checkpoint.renamed:2",
         _flip_log_digit,
         ["damaged and were left out", "adopted 1 committed shard"],
     ),
     "log_deleted": (
-        "text.checkpoint.dir_fsynced:2",
+        "text.checkpoint.renamed:2",
         _delete_log_and_checkpoints,
         ["rebuilt the commit log from 2 shard file(s)"],
     ),

@@ -64,3 +64,27 @@ def test_a_run_without_input_file_is_a_usage_error(tmp_path: Path, capsys) -> No
         main(["--output_dir", str(tmp_path / "out")])
     assert usage.value.code == 2
     assert "--input_file is required" in capsys.readouterr().err
+
+
+def test_log_level_warning_prints_no_batch_lines(corpus: Path, tmp_path: Path, tiny_bert: Path):
+    from tests.helpers import run_args, run_cli
+
+    proc = run_cli(*run_args(corpus, tmp_path / "out", tiny_bert, "--log_level", "warning"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert " INFO " not in proc.stderr and "committed" not in proc.stderr
+    assert "batch 1/4 committed" in (tmp_path / "out" / "amtprep.log").read_text()  # still logged
+
+
+def test_a_midi_worker_process_never_imports_pandas():
+    """pyarrow would import it on its first pa.array (0.4-0.8 s per worker start)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from amtprep.startup import block_pandas; block_pandas(); "
+        "import numpy as np, pyarrow as pa; from amtprep.midi.extract import extract_file; "
+        "assert pa.array(np.arange(3)).type == pa.int64() and pa.array(['a']).type == pa.string(); "
+        "assert 'pandas' not in sys.modules, 'pandas was imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

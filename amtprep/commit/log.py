@@ -27,25 +27,40 @@ from amtprep.io.fsutil import atomic_write, disk_error, fsync_dir
 LOG_NAME = "_commits.jsonl"
 
 
-def _crc(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+_PREFIX = b'{"crc": "'
+_CRC_LEN = 16
+
+
+def _crc(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()[:_CRC_LEN]
 
 
 def encode_line(body: dict[str, Any]) -> bytes:
-    """One log line: the body plus a checksum of it, compact, newline-terminated."""
-    return (json.dumps({**body, "crc": _crc(body)}, sort_keys=True) + "\n").encode()
+    """One log line: ``{"crc": "<sha256[:16] of the rest>", ...body}``, newline-terminated.
+
+    The checksum covers the body's own bytes, so checking a line needs no re-serialising.
+    """
+    payload = json.dumps(body, sort_keys=True).encode()
+    return _PREFIX + _crc(payload).encode() + b'", ' + payload[1:] + b"\n"
 
 
 def decode_line(raw: bytes) -> tuple[dict[str, Any], str] | None:
     """(body, checksum) of a line, or None when it is torn, garbled or its checksum differs."""
+    raw = raw.rstrip(b"\n")
+    head = len(_PREFIX) + _CRC_LEN
+    if not raw.startswith(_PREFIX) or raw[head : head + 3] != b'", ':
+        return None
+    crc = raw[len(_PREFIX) : head]
+    if _crc(b"{" + raw[head + 3 :]).encode() != crc:
+        return None
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         return None
     if not isinstance(body, dict):
         return None
-    crc = body.pop("crc", None)
-    return (body, crc) if crc == _crc(body) else None
+    body.pop("crc", None)
+    return body, crc.decode()
 
 
 @dataclass
@@ -107,7 +122,7 @@ class CommitLog:
         The entry is committed when this returns.
         """
         line = encode_line(body)
-        crc = _crc(body)
+        crc = line[len(_PREFIX) : len(_PREFIX) + _CRC_LEN].decode()
         try:
             if self._fd is None:
                 created = not self.path.exists()

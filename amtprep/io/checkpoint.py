@@ -99,13 +99,17 @@ def encode_checkpoint(ck: Checkpoint) -> bytes:
     return (json.dumps(body, indent=2) + "\n").encode()
 
 
-def save_checkpoint(ck: Checkpoint, path: Path, *, crash_tag: str = "checkpoint") -> None:
+def save_checkpoint(
+    ck: Checkpoint, path: Path, *, crash_tag: str = "checkpoint", durable: bool = True
+) -> None:
     """Atomically replace ``path``, keeping the previous version as ``<path>.bak``.
 
+    ``durable`` False skips the fsyncs (the commit log, not this file, is what survives power
+    loss; a summary left stale or empty is detected by its checksum and rewritten).
     Raises DiskWriteError.
     """
     ck.timestamp = time.time()
-    atomic_write(path, encode_checkpoint(ck), crash_tag=crash_tag, backup=True)
+    atomic_write(path, encode_checkpoint(ck), crash_tag=crash_tag, backup=True, durable=durable)
 
 
 def load_checkpoint(path: Path, stage: str) -> Checkpoint:

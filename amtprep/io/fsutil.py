@@ -42,20 +42,25 @@ def disk_error(exc: OSError, what: Path) -> DiskWriteError:
     return DiskWriteError(f"cannot write {what}: {exc.strerror or exc}; {hint}")
 
 
-def atomic_write(path: Path, data: bytes, *, crash_tag: str = "file", backup: bool = False) -> None:
-    """Publish ``data`` at ``path`` atomically and durably.
+def atomic_write(
+    path: Path, data: bytes, *, crash_tag: str = "file", backup: bool = False, durable: bool = True
+) -> None:
+    """Publish ``data`` at ``path`` atomically and (unless ``durable`` is False) durably.
 
     With ``backup`` the previous file is first hard-linked to ``<path>.bak`` so a valid file exists
-    at ``path`` at every instant. Raises DiskWriteError on any OSError.
+    at ``path`` at every instant. Without ``durable`` the fsyncs are skipped: for files that are
+    rebuilt from others when power loss leaves them stale or empty (the checkpoint summary).
+    Raises DiskWriteError on any OSError.
     """
     tmp = temp_path_for(path)
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
             crashpoint(f"{crash_tag}.written")
-            fh.flush()
-            os.fsync(fh.fileno())
-        crashpoint(f"{crash_tag}.fsynced")
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+                crashpoint(f"{crash_tag}.fsynced")
         if backup and path.exists():
             bak_tmp = temp_path_for(path.with_name(path.name + ".bak"))
             if bak_tmp.exists():
@@ -65,8 +70,9 @@ def atomic_write(path: Path, data: bytes, *, crash_tag: str = "file", backup: bo
             crashpoint(f"{crash_tag}.backed_up")
         os.replace(tmp, path)
         crashpoint(f"{crash_tag}.renamed")
-        fsync_dir(path.parent)
-        crashpoint(f"{crash_tag}.dir_fsynced")
+        if durable:
+            fsync_dir(path.parent)
+            crashpoint(f"{crash_tag}.dir_fsynced")
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
