@@ -14,6 +14,8 @@ Contract every stage keeps:
 - Optional ``prefetch(records)``: the runner passes the next batch before writing the current
   shard, so the stage can start on it; the next ``process`` gets those records (a stage must
   still give the right rows if it does not). Nothing prefetched is ever committed by itself.
+- Optional ``warm_up()``: start slow resources (worker processes) without waiting, so they get
+  ready while the pipeline recovers committed state; a stage must work without it.
 """
 
 from __future__ import annotations

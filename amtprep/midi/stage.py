@@ -68,6 +68,10 @@ class MidiStage:
         self._count(results)
         return build_table(records, results)
 
+    def warm_up(self) -> None:
+        """Start the worker processes early (optional stage hook; see ``amtprep.stages``)."""
+        self._pool.warm_up()
+
     def prefetch(self, records: Sequence[Record]) -> None:
         """Start on the batch ``process`` will get next, so the workers read, look up and parse
         while the runner writes the current shard."""

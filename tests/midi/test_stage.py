@@ -312,3 +312,16 @@ def test_a_file_that_blocks_on_read_times_out(tmp_path, midi_config, use_cache):
     assert time.monotonic() - started < 30
     assert rows["fifo"]["error_type"] == "timeout" and "file_timeout" in rows["fifo"]["error"]
     assert rows["id0"]["status"] == rows["id1"]["status"] == "ok"
+
+
+def test_warm_up_starts_the_workers_before_the_first_batch(tmp_path: Path):
+    from amtprep.config import MidiConfig
+    from amtprep.midi import MidiStage
+
+    with MidiStage(MidiConfig(workers=2, cache_dir=tmp_path)) as stage:
+        stage.warm_up()
+        pids = stage._pool.worker_pids()
+        assert len(pids) == 2
+        stage.warm_up()  # idempotent
+        assert stage._pool.worker_pids() == pids
+        assert stage.process([]).num_rows == 0
