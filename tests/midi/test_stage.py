@@ -314,7 +314,7 @@ def test_a_file_that_blocks_on_read_times_out(tmp_path, midi_config, use_cache):
     assert rows["id0"]["status"] == rows["id1"]["status"] == "ok"
 
 
-def test_warm_up_starts_the_workers_before_the_first_batch(tmp_path: Path):
+def test_warm_up_starts_the_workers_before_the_first_batch(tmp_path):
     from amtprep.config import MidiConfig
     from amtprep.midi import MidiStage
 
