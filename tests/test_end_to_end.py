@@ -91,8 +91,12 @@ def test_checkpoints_hold_the_documented_fields(corpus: Path, tmp_path: Path, ti
         assert ck["batch_info"]["total_batches"] == 4 and ck["batch_info"]["batch_size"] == 8
         assert {"current_batch", "processing_time", "files_per_second"} <= set(ck["batch_info"])
         assert ck["shards"] == 4 and ck["processed"] == 30  # a bounded summary: no shard list
-        log = [json.loads(line) for line in (out / stage / "_commits.jsonl").read_text().splitlines()]
-        assert [(e["shard"]["first_idx"], e["shard"]["last_idx"]) for e in log if e["kind"] == "shard"] == [
+        log = [
+            json.loads(line) for line in (out / stage / "_commits.jsonl").read_text().splitlines()
+        ]
+        assert [
+            (e["shard"]["first_idx"], e["shard"]["last_idx"]) for e in log if e["kind"] == "shard"
+        ] == [
             (0, 7),
             (8, 15),
             (16, 23),
