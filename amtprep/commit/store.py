@@ -274,10 +274,7 @@ class StageStore:
             if (
                 self.identity is not None
                 and footer is not None
-                and (
-                    footer.get("input") != self.identity.get("input")
-                    or footer.get("settings") != self.identity.get("settings")
-                )
+                and not _same_identity(footer, self.identity)
             ):
                 self._quarantine(path, "made with another input or other settings", rec)
                 continue
@@ -444,6 +441,14 @@ class StageStore:
 
     def close(self) -> None:
         self.log.close()
+
+
+def _same_identity(footer: dict[str, Any], identity: dict[str, Any]) -> bool:
+    """Made from the same input content with the same settings (where the file sits, its mtime
+    or a relocated MIDI root do not change what a shard holds)."""
+    return (footer.get("input") or {}).get("sha256") == (identity.get("input") or {}).get(
+        "sha256"
+    ) and footer.get("settings") == identity.get("settings")
 
 
 def _json_meta(meta: dict[bytes, bytes], key: bytes) -> dict[str, Any] | None:
