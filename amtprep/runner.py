@@ -58,13 +58,10 @@ def plan_batches(
     records: Iterable[Record], covered: Sequence[tuple[int, int]], batch_size: int
 ) -> Iterator[list[Record]]:
     """Yield contiguous batches of the records no committed range covers."""
-    ranges = sorted(covered)
-    ri = 0
+    wanted = uncovered(covered)
     batch: list[Record] = []
     for rec in records:
-        while ri < len(ranges) and ranges[ri][1] < rec.idx:
-            ri += 1
-        if ri < len(ranges) and ranges[ri][0] <= rec.idx <= ranges[ri][1]:
+        if not wanted(rec.idx):
             if batch:
                 yield batch
                 batch = []
