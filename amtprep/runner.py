@@ -135,7 +135,7 @@ class StageRunner:
         now = dict(self.stage.counters())
         delta = {k: int(v) - int(self._seen.get(k, 0)) for k, v in now.items()}
         self._seen = now
-        return {k: v for k, v in delta.items() if v}
+        return delta  # zeros too: statistics list every counter the stage keeps
 
     def run(self, records: Iterable[Record]) -> StageResult:
         self._begin()
