@@ -192,8 +192,13 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
     _add(g, "file_timeout", type=float, default=60.0, help="seconds allowed to parse one MIDI file")
 
     g = p.add_argument_group("text stage")
-    _add(
-        g, "text_model", help="Hugging Face id or local folder (default: packaged all-MiniLM-L6-v2)"
+    g.add_argument(
+        "--text_model",
+        "--text-model",
+        "--model",
+        dest="text_model",
+        help="Hugging Face id or local folder, BERT-style or T5-family (only the encoder is "
+        "loaded); default: packaged all-MiniLM-L6-v2",
     )
     _add(
         g,
@@ -202,7 +207,14 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
         help="use CUDA when available (fp16/bf16, larger batches)",
     )
     _add(g, "dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
-    _add(g, "pooling", choices=["mean", "cls", "none"], default="mean")
+    _add(
+        g,
+        "pooling",
+        choices=["mean", "cls", "none"],
+        default="mean",
+        help="mean (masked), cls (BERT-style [CLS]; refused for T5), none (per-token float16 "
+        "states, for cross-attention)",
+    )
     _add(g, "normalize", action=argparse.BooleanOptionalAction, default=None)
     _add(g, "max_length", type=_positive_int, default=None, help="default: the model's own limit")
     _add(g, "embedding_dtype", choices=["float32", "float16"], default="float32")

@@ -33,6 +33,10 @@ RELOCATE_SAMPLE = 16
 # settings that once were in a stage fingerprint and no longer change results: shards made
 # before they left are still valid (max_midi_bytes only decides which files fail as too large)
 RETIRED_SETTINGS = {"midi": {"max_midi_bytes"}, "text": set()}
+# settings that joined a stage fingerprint later, already fixed by the others when they joined:
+# a stored identity without one predates it and is not refused for its absence (before
+# "architecture", every text model was an AutoModel, fixed by its model id and weights hash)
+ADDED_SETTINGS = {"midi": set(), "text": {"architecture"}}
 
 
 def identity_changes(
@@ -47,7 +51,8 @@ def identity_changes(
     if settings is not None:
         old_set = stored.get("settings") or {}
         retired = RETIRED_SETTINGS[stage] - set(settings)
-        for key in sorted((set(old_set) | set(settings)) - retired):
+        added = ADDED_SETTINGS[stage] - set(old_set) if old_set else set()
+        for key in sorted((set(old_set) | set(settings)) - retired - added):
             if old_set.get(key) != settings.get(key):
                 changes.append(f"{key}: {old_set.get(key)!r} -> {settings.get(key)!r}")
     return changes

@@ -1,7 +1,8 @@
 """Where and in which precision the text model runs: pure decisions, no model in sight.
 
 Public API: ``ComputePlan``, ``choose_device(use_gpu, cuda_available)``,
-``choose_compute(dtype, device, *, bf16_supported)``, ``plan_compute(cfg)`` (probes torch),
+``choose_compute(dtype, device, *, bf16_supported, fp16_safe=True)``,
+``plan_compute(use_gpu, dtype, *, fp16_safe=True)`` (probes torch),
 ``default_model_batch_size(device)``, ``cpu_bf16_supported()``.
 """
 
@@ -36,10 +37,21 @@ def choose_device(use_gpu: bool, cuda_available: bool) -> str:
     return "cuda" if use_gpu and cuda_available else "cpu"
 
 
-def choose_compute(dtype: str, device: str, *, bf16_supported: bool) -> ComputePlan:
-    """Resolve ``dtype`` (auto|fp32|fp16|bf16) for ``device``; raises ConfigError when it cannot run there."""
+def choose_compute(
+    dtype: str, device: str, *, bf16_supported: bool, fp16_safe: bool = True
+) -> ComputePlan:
+    """Resolve ``dtype`` (auto|fp32|fp16|bf16) for ``device``; raises ConfigError when it cannot run there.
+
+    ``fp16_safe`` False (T5-family encoders, whose activations overflow fp16 into inf/NaN states)
+    refuses fp16 and makes ``auto`` on a GPU choose bf16, or fp32 where bf16 is not supported.
+    """
     if dtype not in DTYPES:
         raise ConfigError(f"unknown text dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if dtype == "fp16" and not fp16_safe:
+        raise ConfigError(
+            "dtype fp16 overflows this model (T5-family activations exceed fp16's range and "
+            "turn into inf/NaN); use --dtype bf16 or --dtype fp32"
+        )
     if device == "cpu":
         if dtype in ("auto", "fp32"):
             return ComputePlan("cpu", "fp32", autocast=False)
@@ -53,7 +65,7 @@ def choose_compute(dtype: str, device: str, *, bf16_supported: bool) -> ComputeP
             )
         return ComputePlan("cpu", "bf16", autocast=True)
     if dtype == "auto":
-        dtype = "bf16" if bf16_supported else "fp16"
+        dtype = "bf16" if bf16_supported else "fp16" if fp16_safe else "fp32"
     elif dtype == "bf16" and not bf16_supported:
         raise ConfigError("dtype bf16 is not supported by this GPU; use --dtype fp16 or fp32")
     return ComputePlan(device, dtype, autocast=False)
@@ -73,13 +85,13 @@ def cpu_bf16_supported() -> bool:
         return False
 
 
-def plan_compute(use_gpu: bool, dtype: str) -> ComputePlan:
+def plan_compute(use_gpu: bool, dtype: str, *, fp16_safe: bool = True) -> ComputePlan:
     """Probe torch for CUDA / bf16 support and choose the plan; raises ConfigError."""
     import torch
 
     device = choose_device(use_gpu, torch.cuda.is_available())
     bf16 = bool(torch.cuda.is_bf16_supported()) if device == "cuda" else cpu_bf16_supported()
-    return choose_compute(dtype, device, bf16_supported=bf16)
+    return choose_compute(dtype, device, bf16_supported=bf16, fp16_safe=fp16_safe)
 
 
 def available_cores() -> int:

@@ -2,7 +2,8 @@
 
 Public API: ``ModelSource``, ``resolve_model(model, *, default_dir=None, hash_memo=None)``,
 ``check_default_weights(model_dir)``, ``weights_sha256(model_dir, memo=None)``,
-``load_model(source, plan)``, and the default model's identity constants.
+``load_config(source)``, ``load_model(source, plan, family)``, and the default model's identity
+constants.
 
 Nothing here touches the network: hub ids are looked up in the local Hugging Face cache only, so
 an unknown id fails in well under a second with a message saying how to fetch it.
@@ -21,6 +22,7 @@ from typing import Any
 
 from amtprep.errors import ModelLoadError
 from amtprep.text.device import ComputePlan
+from amtprep.text.family import EncoderFamily
 
 log = logging.getLogger(__name__)
 
@@ -179,38 +181,78 @@ def resolve_model(
     return ModelSource(model_id, path, revision, digest, is_st, st_normalize, st_max)
 
 
-def load_model(source: ModelSource, plan: ComputePlan) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` from ``source.path`` onto ``plan.device``, eval mode.
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
-    Raises ModelLoadError when the folder is not a usable encoder with a fast tokenizer.
+
+_LOAD_FIX = "fix: use an encoder folder (BERT-style or T5-family) with config.json, tokenizer files and weights"
+
+
+def load_config(source: ModelSource) -> Any:
+    """The model's Hugging Face config (config.json only: cheap, before any weights are read).
+
+    Raises ModelLoadError when the folder holds no usable config.
+    """
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source.path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(
+            f"cannot load text model {source.model_id!r}: {_first_line(exc)}; {_LOAD_FIX}"
+        ) from exc
+
+
+def _load_encoder(source: ModelSource, family: EncoderFamily) -> Any:
+    """The module whose ``last_hidden_state`` we pool: the whole model, or a seq2seq's encoder."""
+    import torch
+    import transformers
+
+    if family.encoder_class is not None:
+        # T5EncoderModel and kin read only the encoder's weights from a full checkpoint.
+        cls = getattr(transformers, family.encoder_class)
+        attn = "sdpa" if getattr(cls, "_supports_sdpa", False) else None
+        return cls.from_pretrained(
+            source.path, local_files_only=True, attn_implementation=attn, dtype=torch.float32
+        )
+    model = transformers.AutoModel.from_pretrained(
+        source.path, local_files_only=True, attn_implementation="sdpa", dtype=torch.float32
+    )
+    if not family.encoder_of_seq2seq:
+        return model
+    get_encoder = getattr(model, "get_encoder", None)
+    if get_encoder is None:
+        raise ModelLoadError(
+            f"text model {source.model_id!r} is an encoder-decoder without get_encoder(); {_LOAD_FIX}"
+        )
+    return get_encoder()  # the decoder is dropped with ``model``
+
+
+def load_model(source: ModelSource, plan: ComputePlan, family: EncoderFamily) -> tuple[Any, Any]:
+    """Load ``(encoder, tokenizer)`` from ``source.path`` onto ``plan.device``, eval mode.
+
+    For an encoder-decoder ``family`` only the encoder is returned. Raises ModelLoadError when
+    the folder is not a usable encoder with a fast tokenizer.
     """
     import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # its weight-loading bar would break our progress display
-    fix = "fix: use a BERT-style encoder folder with config.json, tokenizer files and weights"
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, local_files_only=True)
-        model = AutoModel.from_pretrained(
-            source.path,
-            local_files_only=True,
-            attn_implementation="sdpa",
-            dtype=torch.float32,
-        )
+        model = _load_encoder(source, family)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
-            f"cannot load text model {source.model_id!r}: {first_line}; {fix}"
+            f"cannot load text model {source.model_id!r}: {_first_line(exc)}; {_LOAD_FIX}"
         ) from exc
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(
-            f"text model {source.model_id!r} has no fast tokenizer (tokenizer.json); {fix}"
+            f"text model {source.model_id!r} has no fast tokenizer (tokenizer.json); {_LOAD_FIX}"
         )
-    if getattr(model.config, "is_encoder_decoder", False) or getattr(
-        model.config, "is_decoder", False
-    ):
-        raise ModelLoadError(f"text model {source.model_id!r} is not an encoder; {fix}")
+    if getattr(model.config, "is_decoder", False):
+        raise ModelLoadError(f"text model {source.model_id!r} is not an encoder; {_LOAD_FIX}")
     model.eval()
     if plan.device != "cpu":
         model.to(plan.device)

@@ -29,7 +29,8 @@ from amtprep.text.arrow import EMBEDDING_DTYPES, embedding_array, text_schema, t
 from amtprep.text.cache import CachedEmbedding, EmbeddingCache
 from amtprep.text.device import available_cores, default_model_batch_size, plan_compute
 from amtprep.text.encoder import POOLINGS, Encoder
-from amtprep.text.model import ModelSource, load_model, resolve_model
+from amtprep.text.family import check_pooling, encoder_family, resolve_max_length
+from amtprep.text.model import load_config, load_model, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +63,6 @@ def _metadata_text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _resolve_max_length(
-    cfg_max: int | None, source: ModelSource, model: Any, tokenizer: Any
-) -> int:
-    limit = int(getattr(model.config, "max_position_embeddings", 512) or 512)
-    if cfg_max is not None:
-        if not 2 <= cfg_max <= limit:
-            raise ConfigError(
-                f"text max_length must be between 2 and {limit} for this model, got {cfg_max}"
-            )
-        return cfg_max
-    if source.st_max_seq_length:
-        return min(int(source.st_max_seq_length), limit)
-    # Tokenizers without a limit report a huge sentinel (int(1e30)).
-    return min(int(tokenizer.model_max_length), limit)
-
-
 class TextStage:
     name = "text"
 
@@ -94,7 +79,6 @@ class TextStage:
                 f"unknown embedding dtype {cfg.embedding_dtype!r}; choose float32 or float16"
             )
         self.cfg = cfg
-        self.plan = plan_compute(cfg.use_gpu, cfg.dtype)
         hash_memo = None
         self._cache: EmbeddingCache | None = None
         if cfg.use_cache:
@@ -107,9 +91,18 @@ class TextStage:
         finally:
             if hash_memo is not None:
                 hash_memo.close()
+        self.family = encoder_family(load_config(self.source))
+        self.plan = plan_compute(cfg.use_gpu, cfg.dtype, fp16_safe=self.family.fp16_safe)
         torch.set_num_threads(cfg.threads or available_cores())
-        model, tokenizer = load_model(self.source, self.plan)
-        self.max_length = _resolve_max_length(cfg.max_length, self.source, model, tokenizer)
+        model, tokenizer = load_model(self.source, self.plan, self.family)
+        check_pooling(cfg.pooling, self.family, tokenizer)
+        self.architecture = type(model).__name__
+        self.max_length = resolve_max_length(
+            cfg.max_length,
+            self.family,
+            st_max_seq_length=self.source.st_max_seq_length,
+            tokenizer_max_length=getattr(tokenizer, "model_max_length", None),
+        )
         if cfg.pooling == "none":
             self.normalize = False  # per-token states are never normalised
         elif cfg.normalize is None:
@@ -138,8 +131,9 @@ class TextStage:
             ("records", "ok", "failed", "cache_hits", "cache_misses", "truncated", "tokens"), 0
         )
         log.info(
-            "text model %s (sha256 %s) on %s/%s, pooling=%s, max_length=%d, normalize=%s",
+            "text model %s (%s, sha256 %s) on %s/%s, pooling=%s, max_length=%d, normalize=%s",
             self.source.model_id,
+            self.architecture,
             self.source.weights_sha256[:12],
             self.plan.device,
             self.plan.dtype,
@@ -154,6 +148,7 @@ class TextStage:
             "model": self.source.model_id,
             "revision": self.source.revision,
             "weights_sha256": self.source.weights_sha256,
+            "architecture": self.architecture,
             "pooling": self.cfg.pooling,
             "max_length": self.max_length,
             "dtype": self.plan.dtype,
