@@ -1,10 +1,12 @@
-"""Text stage: captions -> BERT-style embeddings, offline, with an optional disk cache.
+"""Text stage: captions -> encoder embeddings (BERT-style or T5-family), offline, with an optional
+disk cache.
 
 Public API: ``TextStage`` (the stage), ``parquet_write_options(schema)`` (kwargs for writing its
 tables), ``caption_failure(record, max_chars=None)``. Modules: ``model`` (find/check/load),
-``device`` (where and in which precision), ``batching`` + ``pipeline`` (tokenise, sort, pad,
-prefetch), ``encoder`` (run + pool), ``packed`` (BERT forward over real tokens only), ``cache``,
-``arrow`` (schema and columns), ``stage``.
+``family`` (what a BERT, T5 or BART config implies), ``device`` (where and in which precision),
+``batching`` + ``pipeline`` (tokenise, sort, pad, prefetch), ``encoder`` (run + pool),
+``packed`` (BERT forward over real tokens only), ``cache``, ``arrow`` (schema and columns),
+``stage``.
 """
 
 from amtprep.text.arrow import parquet_write_options

@@ -40,7 +40,8 @@ def choose_device(use_gpu: bool, cuda_available: bool) -> str:
 def choose_compute(
     dtype: str, device: str, *, bf16_supported: bool, fp16_safe: bool = True
 ) -> ComputePlan:
-    """Resolve ``dtype`` (auto|fp32|fp16|bf16) for ``device``; raises ConfigError when it cannot run there.
+    """Resolve ``dtype`` (auto|fp32|fp16|bf16) for ``device``; raises ConfigError when it cannot
+    run there.
 
     ``fp16_safe`` False (T5-family encoders, whose activations overflow fp16 into inf/NaN states)
     refuses fp16 and makes ``auto`` on a GPU choose bf16, or fp32 where bf16 is not supported.

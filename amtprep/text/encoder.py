@@ -4,6 +4,11 @@ Public API: ``Encoded``, ``Encoder(model, tokenizer, *, plan, pooling, normalize
 batch_size, sort_window, max_tokens=None, prefetch_depth=0, packed=True)`` with ``.dim``, ``.tokenize(texts)``,
 ``.encode(texts)``; pooling helpers ``mean_pool``, ``cls_pool``.
 
+Any encoder whose forward takes ``input_ids`` and ``attention_mask`` and returns
+``last_hidden_state`` runs here: BERT-style models and the encoder of a T5 or BART. T5 tokenizers
+add no token in front and ``</s>`` at the end; padding is right-side with the tokenizer's pad id
+(0 for T5) and masked, so T5's relative positions among real tokens do not depend on it.
+
 Speed on CPU comes from work not done: each caption is tokenised once without padding, batches
 pad only to their longest member after a length sort, and the model runs under
 ``torch.inference_mode``. Pooling and normalisation are done in fp32 whatever the compute dtype.

@@ -1,4 +1,4 @@
-"""What kind of encoder a model folder holds, and what follows from it: pure decisions on its config.
+"""What kind of encoder a model folder holds and what follows: pure decisions on its config.
 
 Public API: ``EncoderFamily``, ``encoder_family(config)``, ``resolve_max_length(requested, family,
 *, st_max_seq_length, tokenizer_max_length)``, ``check_pooling(pooling, family, tokenizer)``,
@@ -33,7 +33,14 @@ T5_ENCODER_CLASSES = {
     "umt5": "UMT5EncoderModel",
 }
 # Position ids start after the padding index: max_position_embeddings - (pad_token_id + 1) usable.
-_PADDING_OFFSET_TYPES = {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "data2vec-text"}
+_PADDING_OFFSET_TYPES = {
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "longformer",
+    "mpnet",
+    "data2vec-text",
+}
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,14 @@ def _sentence_transformers_info(model_dir: Path) -> tuple[bool, bool, int | None
     if modules_file.is_file():
         modules = json.loads(modules_file.read_text())
         normalize = any(m.get("type", "").endswith(".Normalize") for m in modules)
+        dense = [m.get("path") for m in modules if m.get("type", "").endswith(".Dense")]
+        if dense:
+            # sentence-t5 and kin project the pooled vector; without it the vectors are others'.
+            raise ModelLoadError(
+                f"sentence-transformers folder {model_dir} ends in a Dense projection "
+                f"({', '.join(map(str, dense))}) that amtprep does not apply; fix: pass the "
+                "underlying transformer folder, or encode with sentence-transformers itself"
+            )
     max_seq_length = None
     if st_config_file.is_file():
         max_seq_length = json.loads(st_config_file.read_text()).get("max_seq_length")
@@ -186,7 +194,10 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-_LOAD_FIX = "fix: use an encoder folder (BERT-style or T5-family) with config.json, tokenizer files and weights"
+_LOAD_FIX = (
+    "fix: use an encoder folder (BERT-style or T5-family) with config.json, tokenizer files "
+    "and weights"
+)
 
 
 def load_config(source: ModelSource) -> Any:
@@ -224,7 +235,8 @@ def _load_encoder(source: ModelSource, family: EncoderFamily) -> Any:
     get_encoder = getattr(model, "get_encoder", None)
     if get_encoder is None:
         raise ModelLoadError(
-            f"text model {source.model_id!r} is an encoder-decoder without get_encoder(); {_LOAD_FIX}"
+            f"text model {source.model_id!r} is an encoder-decoder without get_encoder(); "
+            + _LOAD_FIX
         )
     return get_encoder()  # the decoder is dropped with ``model``
 

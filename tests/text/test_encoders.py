@@ -122,7 +122,7 @@ def test_t5_pooling_none_keeps_every_state_with_eos_as_float16(tiny_t5, referenc
     for row, caption in zip(table.to_pylist(), CAPTIONS, strict=True):
         expected = direct_states(model, tokenizer, caption)
         ids = tokenizer(caption.strip())["input_ids"]
-        assert ids[-1] == tokenizer.eos_token_id == 1  # the </s> state is kept, as text2midi sees it
+        assert ids[-1] == tokenizer.eos_token_id == 1  # the </s> state is kept, as a decoder sees
         states = np.asarray(row["embedding"], dtype=np.float32)
         assert states.shape == expected.shape == (row["n_tokens"], 32)
         np.testing.assert_allclose(states, expected.astype(np.float16), atol=2e-3, rtol=0)
@@ -286,3 +286,22 @@ def test_identity_from_before_architecture_was_recorded_still_resumes():
     assert identity_changes("text", stored, {"sha256": "a"}, settings) == [
         "architecture: 'T5EncoderModel' -> 'BertModel'"
     ]
+
+
+def test_sentence_transformers_folder_with_a_dense_projection_is_refused(tmp_path, tiny_t5):
+    import json
+    import shutil
+
+    from amtprep.errors import ModelLoadError
+
+    folder = tmp_path / "sentence_t5"
+    shutil.copytree(tiny_t5, folder)
+    modules = [
+        {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+        for i, (path, kind) in enumerate(
+            [("", "Transformer"), ("1_Pooling", "Pooling"), ("2_Dense", "Dense")]
+        )
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ModelLoadError, match="Dense projection"):
+        t5_stage(folder)
