@@ -31,6 +31,7 @@ T5_ENCODER_CLASSES = {
     "t5": "T5EncoderModel",
     "mt5": "MT5EncoderModel",
     "umt5": "UMT5EncoderModel",
+    "longt5": "LongT5EncoderModel",
 }
 # Position ids start after the padding index: max_position_embeddings - (pad_token_id + 1) usable.
 _PADDING_OFFSET_TYPES = {

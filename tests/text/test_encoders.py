@@ -17,7 +17,7 @@ from amtprep.commit.identity import identity_changes
 from amtprep.config import TextConfig
 from amtprep.errors import ConfigError
 from amtprep.text import TextStage
-from amtprep.text.device import ComputePlan, choose_compute
+from amtprep.text.device import ComputePlan, choose_compute, cpu_bf16_supported
 from amtprep.text.family import encoder_family, resolve_max_length
 from tests.helpers import read_final, run_args
 
@@ -44,14 +44,17 @@ def make_tiny_tokenizer(folder: Path, *, model_max_length: int | None = 512):
     return tokenizer
 
 
-def make_tiny_t5(folder: Path, seed: int = 0, *, model_max_length: int | None = 512) -> Path:
-    """A whole random encoder-decoder ``T5Model`` (as flan-t5-base ships) with a tiny tokenizer."""
-    from transformers import T5Config, T5Model
+def make_tiny_t5(
+    folder: Path, seed: int = 0, *, model_max_length: int | None = 512, kind: str = "T5"
+) -> Path:
+    """A whole random encoder-decoder ``T5Model`` (as flan-t5-base ships; ``kind`` "MT5" or
+    "UMT5" for those) with a tiny tokenizer."""
+    import transformers
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = make_tiny_tokenizer(folder, model_max_length=model_max_length)
     torch.manual_seed(seed)
-    config = T5Config(
+    config = getattr(transformers, f"{kind}Config")(
         vocab_size=len(tokenizer),
         d_model=32,
         d_kv=8,
@@ -62,7 +65,7 @@ def make_tiny_t5(folder: Path, seed: int = 0, *, model_max_length: int | None = 
         feed_forward_proj="gated-gelu",  # as t5 v1.1 / flan-t5
         decoder_start_token_id=0,
     )
-    T5Model(config).save_pretrained(folder)
+    getattr(transformers, f"{kind}Model")(config).save_pretrained(folder)
     return folder
 
 
@@ -114,6 +117,32 @@ def test_t5_loads_only_the_encoder_of_a_whole_checkpoint(tiny_t5):
     assert stage.encoder._packed is None  # the packed fast path is BERT's only
 
 
+@pytest.mark.parametrize("kind", ["MT5", "UMT5"])
+def test_mt5_and_umt5_run_their_encoder_class(tmp_path, kind):
+    import transformers
+
+    folder = make_tiny_t5(tmp_path / kind, kind=kind)
+    stage = t5_stage(folder)
+    assert stage.architecture == f"{kind}EncoderModel" and stage.max_length == 512
+    model = getattr(transformers, f"{kind}EncoderModel").from_pretrained(folder).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    expected = np.stack([direct_states(model, tokenizer, c).mean(axis=0) for c in CAPTIONS])
+    got = embedding_matrix(stage.process(make_records(CAPTIONS)))
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not cpu_bf16_supported(), reason="this CPU has no fast bf16")
+def test_t5_bf16_on_cpu_stays_close_to_fp32(tiny_t5):
+    exact = embedding_matrix(t5_stage(tiny_t5).process(make_records(CAPTIONS)))
+    fast_stage = t5_stage(tiny_t5, dtype="bf16")
+    assert fast_stage.plan == ComputePlan("cpu", "bf16", autocast=True)
+    fast = embedding_matrix(fast_stage.process(make_records(CAPTIONS)))
+    cosine = (fast * exact).sum(axis=1) / (
+        np.linalg.norm(fast, axis=1) * np.linalg.norm(exact, axis=1)
+    )
+    assert np.isfinite(fast).all() and cosine.min() >= 0.99
+
+
 def test_t5_pooling_none_keeps_every_state_with_eos_as_float16(tiny_t5, reference_t5):
     stage = t5_stage(tiny_t5, pooling="none")
     table = stage.process(make_records(CAPTIONS))
@@ -157,6 +186,9 @@ def test_t5_max_length_is_the_tokenizers_not_a_sentinel(tmp_path):
 def test_max_length_per_family():
     from transformers import BertConfig, RobertaConfig, T5Config
 
+    from transformers import LongT5Config
+
+    assert encoder_family(LongT5Config()).encoder_class == "LongT5EncoderModel"
     bert = encoder_family(BertConfig(max_position_embeddings=128))
     t5 = encoder_family(T5Config())
     roberta = encoder_family(RobertaConfig(max_position_embeddings=514, pad_token_id=1))
