@@ -27,19 +27,32 @@ LONG_CAPTION = " ".join(CAPTIONS[2].split() * 3)
 
 
 def make_tiny_tokenizer(folder: Path, *, model_max_length: int | None = 512):
-    """A T5 tokenizer (Unigram over Metaspace pieces, ``</s>`` appended, pad id 0) built in code.
+    """A T5-style fast tokenizer built in code and saved to ``folder``: T5's pipeline (Unigram
+    over Metaspace pieces, ``</s>`` appended, ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, nothing in front).
 
     Whole caption words are pieces, single characters the fallback, so every caption tokenises.
     ``model_max_length`` None saves it without a limit (transformers' int(1e30) sentinel).
     """
-    from transformers import T5Tokenizer
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
 
     words = sorted({w for caption in CAPTIONS for w in caption.split()})
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
     vocab += [("▁" + w, -1.0) for w in words]
     vocab += [(c, -8.0) for c in string.ascii_letters + string.digits + string.punctuation]
+    core = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    metaspace = {"replacement": "▁", "prepend_scheme": "always", "split": True}
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(**metaspace)]
+    )
+    core.decoder = decoders.Metaspace(**metaspace)
+    core.post_processor = processors.TemplateProcessing(
+        single=["$A", "</s>"], pair=["$A", "</s>", "$B", "</s>"], special_tokens=[("</s>", 1)]
+    )
     kwargs = {} if model_max_length is None else {"model_max_length": model_max_length}
-    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0, **kwargs)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", **kwargs
+    )
     tokenizer.save_pretrained(folder)
     return tokenizer
 
