@@ -28,7 +28,7 @@ LONG_CAPTION = " ".join(CAPTIONS[2].split() * 3)
 
 def make_tiny_tokenizer(folder: Path, *, model_max_length: int | None = 512):
     """A T5-style fast tokenizer built in code and saved to ``folder``: T5's pipeline (Unigram
-    over Metaspace pieces, ``</s>`` appended, ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, nothing in front).
+    over Metaspace pieces, ``</s>`` appended; ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2; none in front).
 
     Whole caption words are pieces, single characters the fallback, so every caption tokenises.
     ``model_max_length`` None saves it without a limit (transformers' int(1e30) sentinel).
