@@ -197,9 +197,7 @@ def test_t5_max_length_is_the_tokenizers_not_a_sentinel(tmp_path):
 
 
 def test_max_length_per_family():
-    from transformers import BertConfig, RobertaConfig, T5Config
-
-    from transformers import LongT5Config
+    from transformers import BertConfig, LongT5Config, RobertaConfig, T5Config
 
     assert encoder_family(LongT5Config()).encoder_class == "LongT5EncoderModel"
     bert = encoder_family(BertConfig(max_position_embeddings=128))
@@ -208,9 +206,7 @@ def test_max_length_per_family():
     assert (bert.position_limit, t5.position_limit, roberta.position_limit) == (128, None, 512)
 
     def resolve(family, requested=None, st=None, tok=None):
-        return resolve_max_length(
-            requested, family, st_max_seq_length=st, tokenizer_max_length=tok
-        )
+        return resolve_max_length(requested, family, st_max_seq_length=st, tokenizer_max_length=tok)
 
     assert resolve(bert, tok=512) == 128  # the positions cap the tokenizer
     assert resolve(bert, tok=int(1e30)) == 128
