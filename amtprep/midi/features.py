@@ -221,7 +221,7 @@ def compute_features(parsed: ParsedMidi) -> MidiFeatures:
         first_tempo_bpm=tag_features.first_tempo_bpm(meta),
         start_time_signature=tag_features.start_time_signature(meta, parsed.division),
         pitch_class_quarters=tag_features.pitch_class_quarters(
-            (notes.end_tick - notes.start_tick)[order], pitch, program, parsed.division
+            notes.start_tick[order], notes.end_tick[order], pitch, program, parsed.division
         ),
         instrument_ranking=tag_features.instrument_ranking(notes),
         note_pitch=pitch,

@@ -7,10 +7,11 @@ Public API (pure functions over ``ParsedMidi``; ``amtprep.tags`` turns them into
 - ``start_time_signature(meta, division)``: the time signature music21 reports first: the last
   one, in merged order, whose tick music21's import quantises to offset 0 (at most 1/8 of a
   quarter); None when there is none (music21 then reports 4/4).
-- ``pitch_class_quarters(length_ticks, pitch, program, division)``: notes in the documented
-  note order (so both backends add in the same order); 12 sums of note length in quarter notes, pitched
+- ``pitch_class_quarters(start_tick, end_tick, pitch, program, division)``: notes in the
+  documented note order (so both backends add in the same order); 12 sums of note length in quarter notes, pitched
   notes only, each length quantised the way music21's MIDI import quantises it (nearest 1/4 or
-  1/3 of a quarter, never zero) -- the distribution music21's key analysis correlates. None when
+  1/3 of a quarter, never zero; overlapping notes of one program and pitch end at the first
+  note-off after them, as music21 pairs them) -- the distribution music21's key analysis correlates. None when
   there are no pitched notes or the division is SMPTE (no quarter notes).
 - ``instrument_ranking(notes)``: programs ranked by MidiCaps' "instrument time", channel-10
   notes as 128 (Drums) unless written under program 112-119.
@@ -68,14 +69,31 @@ def _quantised_quarters(quarters: np.ndarray) -> np.ndarray:
     return best
 
 
+def _music21_ends(start: np.ndarray, end: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """music21 pairs a note-on with the *next* note-off of its pitch (notes overlapping on one
+    pitch all end at the first note-off), not first-in first-out: the earliest end after the
+    start among the notes of the same group (a note-off at the very tick of a note-on closes the
+    note before it); a zero-length note keeps its end."""
+    span = int(max(int(end.max()), 0)) + 1
+    keys = np.sort(group * span + end)
+    first = np.searchsorted(keys, group * span + start, side="right")
+    later = keys[np.minimum(first, keys.size - 1)] - group * span
+    return np.where(end > start, np.minimum(end, later), end)
+
+
 def pitch_class_quarters(
-    length_ticks: np.ndarray, pitch: np.ndarray, program: np.ndarray, division: int
+    start_tick: np.ndarray, end_tick: np.ndarray, pitch: np.ndarray, program: np.ndarray, division: int
 ) -> np.ndarray | None:
     pitched = program != GM_DRUMS
     if division <= 0 or not pitched.any():
         return None
-    weights = _quantised_quarters(length_ticks[pitched].astype(np.float64) / division)
-    classes = pitch[pitched].astype(np.int64) % 12
+    start, end = start_tick[pitched], end_tick[pitched]
+    classes = pitch[pitched].astype(np.int64)
+    group = program[pitched].astype(np.int64) * 128 + classes  # same program and pitch
+    if int(end.max()) < 2**40:  # the packed keys fit int64 (group < 2**15)
+        end = _music21_ends(start, end, group)
+    weights = _quantised_quarters((end - start).astype(np.float64) / division)
+    classes = classes % 12
     return np.bincount(classes, weights=weights, minlength=12)
 
 
