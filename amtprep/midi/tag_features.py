@@ -8,11 +8,12 @@ Public API (pure functions over ``ParsedMidi``; ``amtprep.tags`` turns them into
   one, in merged order, whose tick music21's import quantises to offset 0 (at most 1/8 of a
   quarter); None when there is none (music21 then reports 4/4).
 - ``pitch_class_quarters(start_tick, end_tick, pitch, program, division)``: notes in the
-  documented note order (so both backends add in the same order); 12 sums of note length in quarter notes, pitched
-  notes only, each length quantised the way music21's MIDI import quantises it (nearest 1/4 or
-  1/3 of a quarter, never zero; overlapping notes of one program and pitch end at the first
-  note-off after them, as music21 pairs them) -- the distribution music21's key analysis correlates. None when
-  there are no pitched notes or the division is SMPTE (no quarter notes).
+  documented note order (so both backends add in the same order); 12 sums of note length in
+  quarter notes, pitched notes only, each length quantised the way music21's MIDI import
+  quantises it (nearest 1/4 or 1/3 of a quarter, never zero; overlapping notes of one program
+  and pitch end at the first note-off after them, as music21 pairs them): the distribution
+  music21's key analysis correlates. None when there are no pitched notes or the division is
+  SMPTE (no quarter notes).
 - ``instrument_ranking(notes)``: programs ranked by MidiCaps' "instrument time", channel-10
   notes as 128 (Drums) unless written under program 112-119.
 
@@ -82,7 +83,11 @@ def _music21_ends(start: np.ndarray, end: np.ndarray, group: np.ndarray) -> np.n
 
 
 def pitch_class_quarters(
-    start_tick: np.ndarray, end_tick: np.ndarray, pitch: np.ndarray, program: np.ndarray, division: int
+    start_tick: np.ndarray,
+    end_tick: np.ndarray,
+    pitch: np.ndarray,
+    program: np.ndarray,
+    division: int,
 ) -> np.ndarray | None:
     pitched = program != GM_DRUMS
     if division <= 0 or not pitched.any():
@@ -101,7 +106,8 @@ def instrument_ranking(notes: NoteTable) -> np.ndarray:
     if not len(notes):
         return np.zeros(0, np.int16)
     drum = notes.program == GM_DRUMS
-    named = drum & (notes.channel_program >= _PERCUSSIVE[0]) & (notes.channel_program <= _PERCUSSIVE[1])
+    low, high = _PERCUSSIVE
+    named = drum & (notes.channel_program >= low) & (notes.channel_program <= high)
     group = np.where(named, notes.channel_program, notes.program).astype(np.int64)
     # latest end per (group, pitch), summed per group
     key = group * 128 + notes.pitch.astype(np.int64) % 128

@@ -33,7 +33,8 @@ def tags_of(data: bytes, backend: str = "auto") -> dict:
 def melody(pitches, beats, program=0, channel=0, tpb=480) -> list:
     events = [mido.Message("program_change", channel=channel, program=program)]
     for pitch, length in zip(pitches, beats, strict=True):
-        events += [note(pitch, 80, 0, channel), note(pitch, 0, int(length * tpb), channel, on=False)]
+        off = note(pitch, 0, int(length * tpb), channel, on=False)
+        events += [note(pitch, 80, 0, channel), off]
     return events
 
 
