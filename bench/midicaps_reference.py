@@ -1,7 +1,8 @@
 """MidiCaps' own tag method, re-implemented from its ``pipeline.py`` with music21 + mido per file.
 
 Public API: ``reference_tags(data: bytes) -> dict`` with MidiCaps' column names (``key``,
-``time_signature``, ``tempo``, ``duration``, ``instrument_numbers_sorted``). The slow reference
+``time_signature``, ``tempo``, ``duration``, ``instrument_numbers_sorted``,
+``instrument_summary``). The slow reference
 ``bench/tags_agreement.py`` and ``tests/midi/test_tags.py`` compare amtprep's tags against.
 
 What MidiCaps does (AMAAI-Lab/MidiCaps ``pipeline.py``), reproduced step by step:
@@ -71,12 +72,19 @@ def _first_tempo(midi: mido.MidiFile) -> int | None:
 def reference_tags(data: bytes) -> dict:
     from music21 import midi as m21midi
 
+    from amtprep.tags import INSTRUMENT_NAMES  # MidiCaps' instruments.csv names
+
     midi = mido.MidiFile(file=io.BytesIO(data))
     tags: dict = {
         "tempo": _first_tempo(midi),
         "duration": int(np.round(midi.length)) if midi.type != 2 else None,
         "instrument_numbers_sorted": _instrument_numbers(midi),
     }
+    summary: list[str] = []
+    for program in tags["instrument_numbers_sorted"]:
+        if INSTRUMENT_NAMES[program] not in summary:
+            summary.append(INSTRUMENT_NAMES[program])
+    tags["instrument_summary"] = summary[:5]
     mf = m21midi.MidiFile()
     mf.readstr(data)
     score = m21midi.translate.midiFileToStream(mf)

@@ -27,7 +27,14 @@ from amtprep.midi.extract import FileResult, extract_bytes  # noqa: E402
 from amtprep.midi.schema import result_table  # noqa: E402
 from amtprep.tags import midicaps_columns  # noqa: E402
 
-COMPARED = ("tempo", "duration", "time_signature", "key", "instrument_numbers_sorted")
+COMPARED = (
+    "tempo",
+    "duration",
+    "time_signature",
+    "key",
+    "instrument_summary",
+    "instrument_numbers_sorted",
+)
 
 
 def amtprep_tags(data: bytes, backend: str = "auto") -> dict:
