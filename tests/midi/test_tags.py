@@ -186,6 +186,11 @@ def test_end_to_end_tags_in_final_parquet_and_toggling_only_republishes(
         "Electric Bass",
         "Woodblock",
     ]
+    release = (out / "final").resolve()
+    assert main(run_args(corpus, out, tiny_bert, "--tags", "midicaps")) == 0
+    assert (out / "final").resolve() == release  # same settings: the release is kept
+    assert main(run_args(corpus, out, tiny_bert)) == 0
+    assert read_final(out)[0].column_names == plain.column_names  # off again: republished
     schema = final.schema
     assert schema.field("tempo").type == pa.int64()
     assert schema.field("duration").type == pa.int64()
