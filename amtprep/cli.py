@@ -104,6 +104,15 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
     )
     _add(
         g,
+        "tags",
+        choices=["none", "midicaps"],
+        default="none",
+        help="tag columns added at merge: midicaps = MidiCaps' key, time_signature, tempo, "
+        "tempo_word, duration, duration_word, instrument_summary, instrument_numbers_sorted "
+        "(docs/tags.md); changing it only republishes",
+    )
+    _add(
+        g,
         "relocate_midi_root",
         action="store_true",
         help="accept a --midi_root other than the one committed shards were made with, after "
@@ -277,6 +286,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         midi_root=args.midi_root,
         relocate_midi_root=args.relocate_midi_root,
         rows_per_final_shard=args.rows_per_shard,
+        tags=() if args.tags == "none" else (args.tags,),
         log_level=args.log_level,
         progress=not args.no_progress,
         midi=midi,

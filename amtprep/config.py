@@ -71,6 +71,7 @@ class RunConfig:
     midi_root: Path | None = None  # None: the input file's folder
     relocate_midi_root: bool = False  # accept a new midi_root after verifying content hashes
     rows_per_final_shard: int = ROWS_PER_FINAL_SHARD
+    tags: tuple[str, ...] = ()  # tag sets added at merge (amtprep.tags.TAG_SETS), e.g. midicaps
     log_level: str = "info"
     progress: bool = True
     midi: MidiConfig = field(default_factory=MidiConfig)

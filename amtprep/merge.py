@@ -27,6 +27,8 @@ import pyarrow.parquet as pq
 from amtprep.config import ROWS_PER_FINAL_SHARD
 from amtprep.io.shards import ShardEntry, dictionary_columns
 from amtprep.records import Record
+from amtprep.tags import midicaps_columns
+from amtprep.tags import tag_names as tag_columns_named
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +233,14 @@ def merge_stages(
     metadata: dict[bytes, bytes] | None = None,
     failures_path: Path,
     extra_schema: pa.Schema | None = None,
+    tags: tuple[str, ...] = (),
 ) -> MergeResult:
     """Write the data files into the empty folder ``dest`` and the failures to ``failures_path``
     from the committed shards of the "midi" and "text" stages (``source``: the InputSource).
 
     Records covered by both stages are merged; others (partial view) are left out.
     ``extra_schema``: the carried columns' types (``extra_schema_for``); inferred here when None.
+    ``tags``: tag sets derived from the MIDI rows (``amtprep.tags``), e.g. ``("midicaps",)``.
     Raises OSError.
     """
     extra_columns = list(source.extra_columns)
@@ -254,6 +258,7 @@ def merge_stages(
             if extra_columns
             else pa.schema([])
         )
+    tag_names = tag_columns_named(tags, set(extra_schema.names))
     tmp = dest
     midi_cur, text_cur = _ShardCursor(midi_dir, midi_entries), _ShardCursor(text_dir, text_entries)
     writer: pq.ParquetWriter | None = None
@@ -299,6 +304,10 @@ def merge_stages(
         cols = {"idx": m.column("idx"), "id": m.column("id")}
         for c in _feature_columns(m):
             cols[c] = m.column(c)
+        if tag_names:  # tags replace amtprep's own same-named features (time_signature)
+            for name, column in midicaps_columns(m).items():
+                cols.pop(name, None)
+                cols[tag_names[name]] = column
         for c in _feature_columns(t):
             if c not in cols:
                 cols[c] = t.column(c)

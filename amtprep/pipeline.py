@@ -389,6 +389,8 @@ def _manifest(cfg: RunConfig, stores: dict[str, StageStore], kind: str) -> dict[
         "input_sha256": ((stores["midi"].identity or {}).get("input") or {}).get("sha256"),
         "rows_per_shard": cfg.rows_per_final_shard,
         "amtprep_version": __version__,
+        # absent (None) without tags, so releases published before tags existed stay equal
+        "tags": list(cfg.tags) or None,
     }
 
 
@@ -425,6 +427,7 @@ def _merge(
         {s: (stores[s].shard_dir, stores[s].entries()) for s in WORK_STAGES},
         release.data_dir,
         rows_per_shard=cfg.rows_per_final_shard,
+        tags=tuple(cfg.tags),
         metadata=meta,
         failures_path=release.root / "failures.parquet",
         extra_schema=extra_schema_for(

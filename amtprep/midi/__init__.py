@@ -4,7 +4,8 @@ Public API: ``MidiStage`` (the stage), ``FEATURE_VERSION``, ``MIDI_SCHEMA``, ``B
 ``extract_bytes(data, backend) -> (parser, MidiFeatures)`` for one file's bytes.
 
 Layers: ``container`` (raw SMF chunks) -> ``parse_mido`` / ``parse_symusic`` -> ``ParsedMidi``
-(``notes``: pairing rule) -> ``features`` (pure, with ``tempo`` and ``key``) -> ``extract``
+(``notes``: pairing rule) -> ``features`` (pure, with ``tempo``, ``key`` and
+``tag_features``, the raw values of MidiCaps' tags) -> ``extract``
 (one file) -> ``pool`` (worker processes) -> ``schema`` (Arrow) -> ``stage``; ``cache`` beside.
 """
 

@@ -20,6 +20,8 @@ Definitions (documented here once; ``schema`` only names the columns):
 - Tempo, time and key signatures: events at the same tick collapse to the last one (mido's merged
   order); the first value is reported ("4/4", "A minor"; null when the file has none, tempo then
   120 bpm) and ``n_*_changes`` counts later events that change the value.
+- ``first_tempo_bpm``, ``start_time_signature``, ``pitch_class_quarters`` and
+  ``instrument_ranking``: the raw values of MidiCaps' tags, defined in ``tag_features``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from amtprep.midi.key import estimate_key
+from amtprep.midi import tag_features
 from amtprep.midi.notes import GM_DRUMS, ParsedMidi
 from amtprep.midi.tempo import TempoMap
 
@@ -62,6 +65,10 @@ class MidiFeatures:
     polyphony_mean: float | None
     polyphony_max: int
     notes_per_second: float | None
+    first_tempo_bpm: float | None
+    start_time_signature: str | None
+    pitch_class_quarters: np.ndarray | None  # float64[12]
+    instrument_ranking: np.ndarray  # int16
     # The note sequence, one entry per note, in the documented order.
     note_pitch: np.ndarray  # int8
     note_velocity: np.ndarray  # uint8
@@ -211,6 +218,12 @@ def compute_features(parsed: ParsedMidi) -> MidiFeatures:
         polyphony_mean=poly_mean,
         polyphony_max=poly_max,
         notes_per_second=n / duration if duration > 0 else None,
+        first_tempo_bpm=tag_features.first_tempo_bpm(meta),
+        start_time_signature=tag_features.start_time_signature(meta, parsed.division),
+        pitch_class_quarters=tag_features.pitch_class_quarters(
+            notes.start_tick[order], notes.end_tick[order], pitch, program, parsed.division
+        ),
+        instrument_ranking=tag_features.instrument_ranking(notes),
         note_pitch=pitch,
         note_velocity=velocity,
         note_start_s=start,

@@ -13,6 +13,8 @@ Pairing rule (symusic applies the same one, which is why both backends agree):
   too). A note-on and note-off at the same tick give a zero-length note, which is kept.
 - A note's program is its channel's last ``program_change`` in the same track before the note-on
   (0 if none); channel 10 (index 9) is drums and gets program ``GM_DRUMS`` (128).
+  ``channel_program`` keeps that program as written (0-127, drums included): MidiCaps' tags name
+  channel-10 notes under programs 112-119 by their program, not as Drums.
 """
 
 from __future__ import annotations
@@ -34,19 +36,27 @@ class NoteTable:
     velocity: np.ndarray  # uint8
     program: np.ndarray  # int16, GM_DRUMS for drums
     track: np.ndarray  # int32, index of the MIDI track (used for type 2 timing)
+    channel_program: np.ndarray  # int16, the channel's program as written (drums too)
 
     def __len__(self) -> int:
         return int(self.start_tick.size)
 
     @classmethod
-    def from_columns(cls, start, end, pitch, velocity, program, track) -> NoteTable:
+    def from_columns(
+        cls, start, end, pitch, velocity, program, track, channel_program=None
+    ) -> NoteTable:
+        """``channel_program`` defaults to ``program`` (0 for drums)."""
+        program = np.asarray(program, dtype=np.int16)
+        if channel_program is None:
+            channel_program = np.where(program == GM_DRUMS, 0, program)
         return cls(
             np.asarray(start, dtype=np.int64),
             np.asarray(end, dtype=np.int64),
             np.asarray(pitch, dtype=np.int8),
             np.asarray(velocity, dtype=np.uint8),
-            np.asarray(program, dtype=np.int16),
+            program,
             np.asarray(track, dtype=np.int32),
+            np.asarray(channel_program, dtype=np.int16),
         )
 
 
@@ -86,32 +96,35 @@ class TrackNotePairer:
         self.pitch: list[int] = []
         self.velocity: list[int] = []
         self.program: list[int] = []
+        self.channel_program: list[int] = []
 
     def program_change(self, channel: int, program: int) -> None:
         self._program[channel] = program
 
     def note_on(self, tick: int, channel: int, pitch: int, velocity: int) -> None:
-        program = GM_DRUMS if channel == DRUM_CHANNEL else self._program[channel]
+        written = self._program[channel]
+        program = GM_DRUMS if channel == DRUM_CHANNEL else written
         key = (channel, pitch)
         queue = self._open.get(key)
         if queue is None:
             queue = self._open[key] = deque()
-        queue.append((tick, velocity, program))
+        queue.append((tick, velocity, program, written))
 
     def note_off(self, tick: int, channel: int, pitch: int) -> None:
         queue = self._open.get((channel, pitch))
         if not queue:
             return
-        start, velocity, program = queue.popleft()
+        start, velocity, program, written = queue.popleft()
         self.start.append(start)
         self.end.append(tick)
         self.pitch.append(pitch)
         self.velocity.append(velocity)
         self.program.append(program)
+        self.channel_program.append(written)
 
 
 def concat_tracks(pairers: list[TrackNotePairer]) -> NoteTable:
-    columns = [[], [], [], [], [], []]
+    columns = [[], [], [], [], [], [], []]
     for p in pairers:
         columns[0].extend(p.start)
         columns[1].extend(p.end)
@@ -119,4 +132,5 @@ def concat_tracks(pairers: list[TrackNotePairer]) -> NoteTable:
         columns[3].extend(p.velocity)
         columns[4].extend(p.program)
         columns[5].extend([p.track_index] * len(p.start))
+        columns[6].extend(p.channel_program)
     return NoteTable.from_columns(*columns)

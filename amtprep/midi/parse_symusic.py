@@ -38,7 +38,7 @@ def parse_symusic(data: bytes, header: MidiHeader) -> ParsedMidi:
         end_tick = _scan_end_tick(data, header)
         score = _load(data)
 
-    starts, durations, pitches, velocities, programs = [], [], [], [], []
+    starts, durations, pitches, velocities, programs, written = [], [], [], [], [], []
     for track in score.tracks:
         arrays = track.notes.numpy()
         n = arrays["time"].size
@@ -49,6 +49,7 @@ def parse_symusic(data: bytes, header: MidiHeader) -> ParsedMidi:
         pitches.append(arrays["pitch"])
         velocities.append(arrays["velocity"])
         programs.append(np.full(n, GM_DRUMS if track.is_drum else track.program, np.int16))
+        written.append(np.full(n, track.program, np.int16))
     if starts:
         start = np.concatenate(starts).astype(np.int64)
         end = start + np.concatenate(durations)
@@ -59,9 +60,10 @@ def parse_symusic(data: bytes, header: MidiHeader) -> ParsedMidi:
             np.concatenate(velocities).view(np.uint8),
             np.concatenate(programs),
             np.zeros(start.size, np.int32),
+            np.concatenate(written),
         )
     else:
-        notes = NoteTable.from_columns(*([[]] * 6))
+        notes = NoteTable.from_columns(*([[]] * 7))
 
     tempos = score.tempos.numpy()
     times = score.time_signatures.numpy()

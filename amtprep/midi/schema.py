@@ -62,8 +62,14 @@ SCALAR_FEATURES = [
     ("polyphony_mean", pa.float64()),
     ("polyphony_max", pa.int32()),
     ("notes_per_second", pa.float64()),
+    ("first_tempo_bpm", pa.float64()),
+    ("start_time_signature", pa.string()),
 ]
-LIST_FEATURES = [("programs", pa.int16()), ("top_instruments", pa.int16())]
+LIST_FEATURES = [
+    ("programs", pa.int16()),
+    ("top_instruments", pa.int16()),
+    ("instrument_ranking", pa.int16()),
+]
 
 _RECORD_COLUMNS = ("idx", "id", "midi_path")
 MIDI_SCHEMA = pa.schema(
@@ -75,6 +81,7 @@ MIDI_SCHEMA = pa.schema(
         *(pa.field(name, kind) for name, kind in SCALAR_FEATURES),
         *(pa.field(name, pa.list_(kind)) for name, kind in LIST_FEATURES),
         pa.field("pitch_class_histogram", pa.list_(pa.float32(), 12)),
+        pa.field("pitch_class_quarters", pa.list_(pa.float64(), 12)),
         pa.field("notes", pa.list_(NOTE_TYPE)),
     ]
 )
@@ -118,12 +125,12 @@ def _notes_column(features: list, mask: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(_offsets(lengths), structs, mask=pa.array(mask))
 
 
-def _histogram_column(features: list) -> pa.Array:
-    values = np.zeros((len(features), 12), np.float32)
+def _histogram_column(features: list, attr: str, dtype) -> pa.Array:
+    values = np.zeros((len(features), 12), dtype)
     mask = np.ones(len(features), bool)
     for i, f in enumerate(features):
-        if f is not None and f.pitch_class_histogram is not None:
-            values[i] = f.pitch_class_histogram
+        if f is not None and getattr(f, attr) is not None:
+            values[i] = getattr(f, attr)
             mask[i] = False
     return pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), 12, mask=pa.array(mask))
 
@@ -144,7 +151,12 @@ def result_table(results: Sequence[FileResult]) -> pa.Table:
         columns[name] = _list_column(
             [None if f is None else getattr(f, name) for f in features], kind, failed
         )
-    columns["pitch_class_histogram"] = _histogram_column(features)
+    columns["pitch_class_histogram"] = _histogram_column(
+        features, "pitch_class_histogram", np.float32
+    )
+    columns["pitch_class_quarters"] = _histogram_column(
+        features, "pitch_class_quarters", np.float64
+    )
     columns["notes"] = _notes_column(features, failed)
     return pa.Table.from_arrays([columns[f.name] for f in RESULT_SCHEMA], schema=RESULT_SCHEMA)
 
