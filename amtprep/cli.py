@@ -91,7 +91,20 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
         g,
         "midi_root",
         type=Path,
-        help="base folder of relative MIDI paths (default: the input file's folder)",
+        help="base folder of relative MIDI paths, or a .zip/.tar/.tar.gz/.tgz archive holding "
+        "them (read in place; docs/sources.md) (default: the input file's folder)",
+    )
+    _add(
+        g,
+        "midi_bytes_column",
+        help="Parquet binary column holding the MIDI bytes themselves (GigaMIDI: music); ids "
+        "default to the md5 column, checked against the bytes",
+    )
+    _add(
+        g,
+        "keep_midi_bytes",
+        action="store_true",
+        help="carry the --midi_bytes_column bytes into the final rows (default: left out)",
     )
     _add(g, "midi_checkpoint", type=Path, help="default: <output_dir>/midi_checkpoint.json")
     _add(g, "text_checkpoint", type=Path, help="default: <output_dir>/text_checkpoint.json")
@@ -285,6 +298,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         id_column=args.id_column,
         midi_root=args.midi_root,
         relocate_midi_root=args.relocate_midi_root,
+        midi_bytes_column=args.midi_bytes_column,
+        keep_midi_bytes=args.keep_midi_bytes,
         rows_per_final_shard=args.rows_per_shard,
         tags=() if args.tags == "none" else (args.tags,),
         log_level=args.log_level,

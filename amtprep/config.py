@@ -28,6 +28,11 @@ class MidiConfig:
     file_timeout: float = 60.0  # seconds per file
     use_cache: bool = False
     cache_dir: Path = field(default_factory=default_cache_dir)
+    # Filled by the pipeline from RunConfig (docs/sources.md): where the bytes come from.
+    bytes_input: Path | None = None  # the Parquet input, when its bytes_column holds the MIDI
+    bytes_column: str | None = None
+    archive: Path | None = None  # a .zip/.tar/.tar.gz MIDI root
+    work_dir: Path | None = None  # where a tar index / decompressed tar lives (the output dir)
 
 
 @dataclass
@@ -70,6 +75,8 @@ class RunConfig:
     id_column: str | None = None
     midi_root: Path | None = None  # None: the input file's folder
     relocate_midi_root: bool = False  # accept a new midi_root after verifying content hashes
+    midi_bytes_column: str | None = None  # Parquet binary column with the MIDI bytes (GigaMIDI)
+    keep_midi_bytes: bool = False  # carry that column into the final rows
     rows_per_final_shard: int = ROWS_PER_FINAL_SHARD
     tags: tuple[str, ...] = ()  # tag sets added at merge (amtprep.tags.TAG_SETS), e.g. midicaps
     log_level: str = "info"

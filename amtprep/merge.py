@@ -234,6 +234,7 @@ def merge_stages(
     failures_path: Path,
     extra_schema: pa.Schema | None = None,
     tags: tuple[str, ...] = (),
+    keep_midi_bytes: bool = False,
 ) -> MergeResult:
     """Write the data files into the empty folder ``dest`` and the failures to ``failures_path``
     from the committed shards of the "midi" and "text" stages (``source``: the InputSource).
@@ -241,7 +242,8 @@ def merge_stages(
     Records covered by both stages are merged; others (partial view) are left out.
     ``extra_schema``: the carried columns' types (``extra_schema_for``); inferred here when None.
     ``tags``: tag sets derived from the MIDI rows (``amtprep.tags``), e.g. ``("midicaps",)``.
-    Raises OSError.
+    ``keep_midi_bytes``: carry the input's MIDI bytes column (``--midi_bytes_column``), read by
+    row group beside the chunk; otherwise that bulky column is left out. Raises OSError.
     """
     extra_columns = list(source.extra_columns)
     (midi_dir, midi_entries), (text_dir, text_entries) = stages["midi"], stages["text"]
@@ -259,6 +261,8 @@ def merge_stages(
             else pa.schema([])
         )
     tag_names = tag_columns_named(tags, set(extra_schema.names))
+    bytes_column = getattr(source, "midi_bytes_column", None) if keep_midi_bytes else None
+    bytes_reader = _bytes_reader(source, bytes_column)
     tmp = dest
     midi_cur, text_cur = _ShardCursor(midi_dir, midi_entries), _ShardCursor(text_dir, text_entries)
     writer: pq.ParquetWriter | None = None
@@ -314,6 +318,9 @@ def merge_stages(
         for c in extras.column_names:
             if c not in cols:
                 cols[c] = extras.column(c)
+        if bytes_reader is not None and bytes_column not in cols:
+            read = bytes_reader.read(m.column("idx").to_pylist())
+            cols[bytes_column] = pa.array([data for data, _ in read], pa.large_binary())
         out = pa.table(cols).filter(ok)
         if schema is None:
             schema = _order(out.schema).with_metadata(metadata or {})
@@ -333,6 +340,8 @@ def merge_stages(
                 writer = None
     if writer is not None:
         writer.close()
+    if bytes_reader is not None:
+        bytes_reader.close()
     if fail_writer is None:
         pq.write_table(FAILURE_SCHEMA.empty_table(), failures_path)
     else:
@@ -354,6 +363,14 @@ def merge_stages(
         covered=int(both.sum()),
         schema=schema,
     )
+
+
+def _bytes_reader(source, column: str | None):
+    if not column:
+        return None
+    from amtprep.io.midi_bytes import MidiBytesReader
+
+    return MidiBytesReader(source.path, column)
 
 
 _FIRST = ["idx", "id", "midi_path", "caption"]

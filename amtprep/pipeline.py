@@ -18,7 +18,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,22 @@ def _open_source(cfg: RunConfig):
             text_column=cfg.text_column,
             id_column=cfg.id_column,
             midi_root=Path(cfg.midi_root) if cfg.midi_root else None,
+            midi_bytes_column=cfg.midi_bytes_column,
         )
+    )
+
+
+def _midi_config(cfg: RunConfig):
+    """The MIDI stage's config with where its bytes come from (an archive, the input)."""
+    from amtprep.io.archives import is_archive
+
+    root = Path(os.path.abspath(Path(cfg.midi_root).expanduser())) if cfg.midi_root else None
+    return replace(
+        cfg.midi,
+        bytes_input=Path(cfg.input_file) if cfg.midi_bytes_column else None,
+        bytes_column=cfg.midi_bytes_column,
+        archive=root if root is not None and is_archive(root) else None,
+        work_dir=cfg.output_dir,
     )
 
 
@@ -76,7 +91,7 @@ def _build_stage(name: str, cfg: RunConfig):
     if name == "midi":
         from amtprep.midi import MidiStage
 
-        return MidiStage(cfg.midi)
+        return MidiStage(_midi_config(cfg))
     from amtprep.text import TextStage
 
     return TextStage(cfg.text)
@@ -391,6 +406,7 @@ def _manifest(cfg: RunConfig, stores: dict[str, StageStore], kind: str) -> dict[
         "amtprep_version": __version__,
         # absent (None) without tags, so releases published before tags existed stay equal
         "tags": list(cfg.tags) or None,
+        "keep_midi_bytes": cfg.keep_midi_bytes or None,  # None when off: older manifests equal
     }
 
 
@@ -428,6 +444,7 @@ def _merge(
         release.data_dir,
         rows_per_shard=cfg.rows_per_final_shard,
         tags=tuple(cfg.tags),
+        keep_midi_bytes=cfg.keep_midi_bytes,
         metadata=meta,
         failures_path=release.root / "failures.parquet",
         extra_schema=extra_schema_for(

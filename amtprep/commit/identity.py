@@ -27,7 +27,10 @@ from amtprep.errors import FingerprintMismatchError
 log = logging.getLogger(__name__)
 
 _COMMON = ("sha256", "format", "midi_column", "id_column")
-INPUT_KEYS = {"midi": (*_COMMON, "midi_root"), "text": (*_COMMON, "text_column")}
+INPUT_KEYS = {
+    "midi": (*_COMMON, "midi_root", "midi_root_archive", "midi_bytes_column"),
+    "text": (*_COMMON, "text_column"),
+}
 _NAMES = {"sha256": "input file content"}
 RELOCATE_SAMPLE = 16
 # settings that once were in a stage fingerprint and no longer change results: shards made
@@ -72,11 +75,14 @@ def check_identity(
         return
     changes = identity_changes(store.stage, stored, input_fp, settings)
     old_root = (stored.get("input") or {}).get("midi_root")
-    moved = [c for c in changes if c.startswith("midi_root:")]
+    moved = [c for c in changes if c.startswith(("midi_root:", "midi_root_archive:"))]
     if moved and relocate_midi_root and len(moved) == len(changes):
         checked = verify_relocated_root(store, Path(input_fp["midi_root"]))
         reason = f"midi_root moved {old_root!r} -> {input_fp['midi_root']!r}; {checked}"
-        store.change_identity({**stored["input"], "midi_root": input_fp["midi_root"]}, reason)
+        new_input = {**stored["input"], "midi_root": input_fp["midi_root"]}
+        if "midi_root_archive" in new_input or input_fp.get("midi_root_archive"):
+            new_input["midi_root_archive"] = input_fp.get("midi_root_archive")
+        store.change_identity(new_input, reason)
         log.warning("%s stage: %s (recorded in the commit log)", store.stage, reason)
         return
     if changes:
@@ -110,8 +116,8 @@ def verify_relocated_root(store: StageStore, new_root: Path) -> str:
         row = t.slice(0, 1).to_pylist()[0]
         path = Path(os.path.normpath(os.path.join(new_root, os.path.expanduser(row["midi_path"]))))
         try:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError as exc:
+            digest = hashlib.sha256(_read_under(new_root, row["midi_path"], path)).hexdigest()
+        except (OSError, KeyError, ValueError) as exc:
             raise FingerprintMismatchError(
                 f"--relocate_midi_root: {path} cannot be read ({exc.strerror or exc}); "
                 "the new --midi_root does not hold the committed files"
@@ -123,3 +129,25 @@ def verify_relocated_root(store: StageStore, new_root: Path) -> str:
             )
         checked += 1
     return f"verified {checked} content hash(es) under the new root"
+
+
+def _read_under(root: Path, midi_path: str, path: Path) -> bytes:
+    """A committed file's bytes under the new root, which may be an archive (a zip is read in
+    place; a tar's member is found by one pass over its headers, fine for a 16-file sample)."""
+    from amtprep.io.archives import archive_kind, is_archive, member_name
+
+    if not is_archive(root):
+        return path.read_bytes()
+    name = member_name(midi_path)
+    if archive_kind(root) == "zip":
+        import zipfile
+
+        with zipfile.ZipFile(root) as zf:
+            return zf.read(name)
+    import tarfile
+
+    with tarfile.open(root, "r:*") as tar:
+        for info in tar:
+            if info.isfile() and member_name(info.name) == name:
+                return tar.extractfile(info).read()
+    raise KeyError(f"no member {name!r}")

@@ -304,6 +304,14 @@ class ParquetScanner:
         self._needs_conversion = [not _is_plain(f.type) for f in self.schema]
         # Only binary data can carry invalid UTF-8 (Arrow strings are valid by contract).
         self._clean = not any(_has_binary(f.type) for f in self.schema)
+        self._skip: frozenset[str] = frozenset()
+
+    def skip_columns(self, names: set[str]) -> None:
+        """Leave ``names`` unread by ``rows`` (a bulky MIDI bytes column, read on its own by
+        ``amtprep.io.midi_bytes``): rows then lack those keys."""
+        self._skip = frozenset(names)
+        kept = [f for f in self.schema if f.name not in self._skip]
+        self._clean = not any(_has_binary(f.type) for f in kept)
 
     def sample_columns(self, limit: int) -> list[str]:
         return list(self.schema.names)
@@ -316,16 +324,21 @@ class ParquetScanner:
         while first_group < len(self._group_rows) and idx + self._group_rows[first_group] <= start:
             idx += self._group_rows[first_group]
             first_group += 1
-        names = self.schema.names
+        names = [n for n in self.schema.names if n not in self._skip]
+        convert_flags = [
+            c for c, f in zip(self._needs_conversion, self.schema, strict=True) if f.name in names
+        ]
         with pq.ParquetFile(self.path) as pf:
             groups = range(first_group, pf.num_row_groups)
-            for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, row_groups=groups):
+            for batch in pf.iter_batches(
+                batch_size=_PARQUET_BATCH_ROWS, row_groups=groups, columns=names
+            ):
                 if idx + batch.num_rows <= start:
                     idx += batch.num_rows
                     continue
                 columns = [
                     [to_jsonable(v) for v in col.to_pylist()] if convert else col.to_pylist()
-                    for col, convert in zip(batch.columns, self._needs_conversion, strict=True)
+                    for col, convert in zip(batch.columns, convert_flags, strict=True)
                 ]
                 for values in zip(*columns, strict=True):
                     if idx >= start and (wanted is None or wanted(idx)):

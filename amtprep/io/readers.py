@@ -43,6 +43,7 @@ from amtprep.io.input_formats import (
     json_type,
     open_scanner,
 )
+from amtprep.io.archives import archive_identity, is_archive
 from amtprep.records import Record
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class InputSpec:
     midi_root: Path | None = (
         None  # relative MIDI paths resolve against this; None: the file's folder
     )
+    midi_bytes_column: str | None = None  # Parquet binary column holding the MIDI bytes
 
 
 class InputSource:
@@ -83,16 +85,22 @@ class InputSource:
                 f"input file {self.path} has no JSON objects in its first {COLUMN_SAMPLE_ROWS} "
                 "rows to read column names from; check that it holds the dataset rows"
             )
-        self.midi_column = self._pick(
-            "MIDI path", "midi_column", spec.midi_column, MIDI_COLUMN_CANDIDATES
-        )
+        self.midi_bytes_column = spec.midi_bytes_column
+        if self.midi_bytes_column:
+            self._check_bytes_input()
+            self._scanner.skip_columns({self.midi_bytes_column})
+            self.midi_column = self.midi_bytes_column
+        else:
+            self.midi_column = self._pick(
+                "MIDI path", "midi_column", spec.midi_column, MIDI_COLUMN_CANDIDATES
+            )
         self.text_column = self._pick(
             "caption", "text_column", spec.text_column, TEXT_COLUMN_CANDIDATES
         )
         self.id_column: str | None = (
             self._pick("id", "id_column", spec.id_column, ())
             if spec.id_column
-            else next((c for c in ID_COLUMN_CANDIDATES if c in self.columns), None)
+            else next((c for c in self._id_candidates() if c in self.columns), None)
         )
         used = {self.midi_column, self.text_column, self.id_column}
         self.extra_columns = [c for c in self.columns if c not in used]
@@ -103,6 +111,19 @@ class InputSource:
         self._known_keys = frozenset(self.columns)
         self._warned_new_keys = False
         self._row_count: int | None = None
+
+    def _check_bytes_input(self) -> None:
+        from amtprep.io.midi_bytes import check_bytes_column
+
+        if self.format != "parquet":
+            raise InputFileError(
+                f"--midi_bytes_column needs a Parquet input; {self.path} is {self.format}"
+            )
+        check_bytes_column(self._scanner.schema, self.midi_bytes_column, self.path)
+
+    def _id_candidates(self) -> tuple[str, ...]:
+        # GigaMIDI has no paths: the MD5 of the bytes is the id users join on.
+        return ("md5", *ID_COLUMN_CANDIDATES) if self.midi_bytes_column else ID_COLUMN_CANDIDATES
 
     def __repr__(self) -> str:
         return (
@@ -183,6 +204,10 @@ class InputSource:
             "text_column": self.text_column,
             "id_column": self.id_column,
             "midi_root": self._root,
+            "midi_bytes_column": self.midi_bytes_column,
+            "midi_root_archive": (
+                archive_identity(self.midi_root) if is_archive(self.midi_root) else None
+            ),
         }
 
     def iter_records(self, start: int = 0, wanted: Wanted = None) -> Iterator[Record]:
@@ -231,7 +256,10 @@ class InputSource:
         clean = raw.clean
         if len(values) > len(self._known_keys):
             self._warn_new_keys(values)
-        midi_path, resolved_path, path_error = self._midi_path(values, raw, clean)
+        if self.midi_bytes_column:  # no path: the MIDI stage reads the bytes by idx
+            midi_path, resolved_path, path_error = "", "", None
+        else:
+            midi_path, resolved_path, path_error = self._midi_path(values, raw, clean)
         caption, caption_error = _caption(values.get(self.text_column, _ABSENT), clean)
         extra = {name: values.get(name) for name in self.extra_columns}
         if not clean:

@@ -1,7 +1,7 @@
 """Per-file feature cache on disk (diskcache), keyed by content, never by path.
 
 Public API: ``FeatureCache(directory, backend)`` with ``content_hash(data)``, ``key(sha256)``,
-``get(key)``, ``put(key, row)``, ``extract(path, max_bytes)``, ``rows(outcomes)``,
+``get(key)``, ``put(key, row)``, ``extract(path, max_bytes)``, ``lookup(data, sha256, where)``, ``rows(outcomes)``,
 ``take_counts() -> (hits, misses, dropped)`` and ``close()``.
 
 Key = sha256(file bytes) + ``FEATURE_VERSION`` + backend, so an edited file or a new feature
@@ -73,13 +73,16 @@ class FeatureCache:
             data = read_midi_bytes(path, max_bytes)
         except MidiFileError as exc:
             return FileResult.failed(exc.error_type, str(exc))
-        sha256 = self.content_hash(data)
+        return self.lookup(data, self.content_hash(data), path)
+
+    def lookup(self, data: bytes, sha256: str, where: str) -> pa.Table | FileResult:
+        """The cached row of bytes already read (a hit), else their parsed ``FileResult``."""
         hit = self.get(self.key(sha256))
         if hit is not None:
             self._hits += 1
             return hit
         self._misses += 1
-        return extract_data(data, sha256, self._backend, path)
+        return extract_data(data, sha256, self._backend, where)
 
     def rows(self, outcomes: Sequence[pa.Table | FileResult]) -> pa.Table:
         """Result rows of ``extract``'s outcomes, in order; stores the fresh rows that parsed."""

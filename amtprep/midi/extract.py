@@ -43,14 +43,17 @@ BACKENDS = ("auto", "mido", "symusic")
 @dataclass
 class FileResult:
     sha256: str | None = None
+    md5: str | None = None  # of the bytes: the file MD5 Lakh/GigaMIDI users join on
     parser: str | None = None
     features: MidiFeatures | None = None
     error_type: str | None = None
     error: str | None = None
 
     @classmethod
-    def failed(cls, error_type: str, error: str, sha256: str | None = None) -> FileResult:
-        return cls(sha256=sha256, error_type=error_type, error=error)
+    def failed(
+        cls, error_type: str, error: str, sha256: str | None = None, md5: str | None = None
+    ) -> FileResult:
+        return cls(sha256=sha256, md5=md5, error_type=error_type, error=error)
 
 
 def _parse_with_mido(data: bytes) -> tuple[str, ParsedMidi]:
@@ -120,11 +123,12 @@ def extract_file(path: str, backend: str, max_bytes: int) -> FileResult:
 
 def extract_data(data: bytes, sha256: str, backend: str, where: str) -> FileResult:
     """``data`` (read from ``where``, hashing to ``sha256``) parsed into features; never raises."""
+    md5 = hashlib.md5(data).hexdigest()
     try:
         parser, features = extract_bytes(data, backend)
-        return FileResult(sha256=sha256, parser=parser, features=features)
+        return FileResult(sha256=sha256, md5=md5, parser=parser, features=features)
     except MidiFileError as exc:
-        return FileResult.failed(exc.error_type, str(exc), sha256)
+        return FileResult.failed(exc.error_type, str(exc), sha256, md5)
     except Exception as exc:  # a parser bug on hostile input must not take the batch down
         logger.warning("unexpected %s on %s", type(exc).__name__, where, exc_info=True)
-        return FileResult.failed("internal_error", f"{type(exc).__name__}: {exc}", sha256)
+        return FileResult.failed("internal_error", f"{type(exc).__name__}: {exc}", sha256, md5)

@@ -1,8 +1,8 @@
 """A small process pool with per-file deadlines that survives its workers dying.
 
-Public API: ``WorkerPool(n_workers, backend, max_bytes, file_timeout, cache_dir=None)`` with
-``run(paths) -> pa.Table`` (``RESULT_SCHEMA`` rows, same order), ``start(paths)`` (begin the
-next ``run`` early, without waiting), ``worker_pids()``, ``counters`` and ``close()``.
+Public API: ``WorkerPool(n_workers, backend, max_bytes, file_timeout, cache_dir=None,
+archive=None)`` with ``run(items) -> pa.Table`` (``RESULT_SCHEMA`` rows, same order),
+``start(items)`` (begin the next ``run`` early, without waiting), ``worker_pids()``, ``counters`` and ``close()``.
 
 Why not ``concurrent.futures``: a dead worker breaks a ``ProcessPoolExecutor`` for good, and it
 cannot stop one task that runs too long. Here each worker owns a pipe; the parent sends it chunks
@@ -11,7 +11,8 @@ parent's work per file is near zero (it shares the cores with the workers). Whic
 is on, and since when, it writes to a small shared array before each file: the parent reads it
 without any message. A file past ``file_timeout`` seconds gets its worker killed (SIGKILL) and a
 ``timeout`` row; a worker that dies (segfault, ``os._exit``, OOM kill) costs only the file it was
-on a ``worker_crashed`` row. Every other file it held, finished or not (finished rows die with
+on a ``worker_crashed`` row. An item is a path, an archive member or the bytes themselves
+(``amtprep.midi.sources``); with an ``archive`` each worker opens it once. Every other file it held, finished or not (finished rows die with
 it), goes back to the queue and a fresh worker replaces the lost one, so results do not depend
 on worker count or chunking. With a ``cache_dir`` each worker looks its files up in the feature
 cache (``cache.FeatureCache.extract``) and stores what it parsed: reading, hashing and the
@@ -27,6 +28,7 @@ Any exception in ``run`` (KeyboardInterrupt included) kills all workers before p
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import multiprocessing as mp
 import os
@@ -42,8 +44,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from amtprep.io.archives import ArchiveSpec
 from amtprep.midi.cache import FeatureCache
-from amtprep.midi.extract import FileResult, extract_file
+from amtprep.midi.errors import MidiFileError
+from amtprep.midi.extract import FileResult, extract_data
+from amtprep.midi.sources import Item, Loader, item_label
 from amtprep.midi.schema import from_message, in_order, result_table, to_message
 from amtprep.startup import block_pandas
 
@@ -73,11 +78,13 @@ def _worker_main(
     backend: str,
     max_bytes: int,
     cache_dir: Path | None,
+    archive: ArchiveSpec | None = None,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     block_pandas()  # pyarrow would import it on the first pa.array: 0.4-0.8 s per worker start
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     cache = FeatureCache(cache_dir, backend) if cache_dir is not None else None
+    loader = Loader(archive, max_bytes)
     conn.send_bytes(_READY)
     while True:
         try:
@@ -85,15 +92,13 @@ def _worker_main(
         except (EOFError, OSError):
             if cache is not None:
                 cache.close()
+            loader.close()
             return
         outcomes = []
-        for task_id, path in chunk:
+        for task_id, item in chunk:
             progress[1] = time.monotonic()
             progress[0] = task_id
-            if cache is None:
-                outcomes.append(extract_file(path, backend, max_bytes))
-            else:
-                outcomes.append(cache.extract(path, max_bytes))
+            outcomes.append(_extract(item, loader, backend, cache))
         if cache is None:
             counts, rows = _COUNTS.pack(0, 0, 0), result_table(outcomes)
         else:
@@ -101,6 +106,22 @@ def _worker_main(
             counts = _COUNTS.pack(*cache.take_counts())
         progress[0] = -1.0  # task ids restart each run: never leave one that may recur
         conn.send_bytes(counts + to_message(rows))
+
+
+def _extract(item: Item, loader: Loader, backend: str, cache: FeatureCache | None):
+    """One job item -> its ``FileResult`` (or, with a cache, its cached row); never raises for
+    a per-file problem."""
+    try:
+        data = loader.load(item)
+    except MidiFileError as exc:
+        return FileResult.failed(exc.error_type, str(exc))
+    sha256 = hashlib.sha256(data).hexdigest()
+    mismatch = loader.check(item, data, sha256)
+    if mismatch is not None:
+        return mismatch
+    if cache is None:
+        return extract_data(data, sha256, backend, item_label(item))
+    return cache.lookup(data, sha256, item_label(item))
 
 
 @dataclass
@@ -143,8 +164,10 @@ class WorkerPool:
         max_bytes: int,
         file_timeout: float,
         cache_dir: Path | None = None,
+        archive: ArchiveSpec | None = None,
     ) -> None:
         self.n_workers = max(1, n_workers)
+        self.archive = archive
         self.backend = backend
         self.max_bytes = max_bytes
         self.file_timeout = file_timeout
@@ -163,7 +186,15 @@ class WorkerPool:
         progress = self._ctx.RawArray("d", [-1.0, 0.0])
         process = self._ctx.Process(
             target=_worker_main,
-            args=(child_conn, progress, os.getpid(), self.backend, self.max_bytes, self.cache_dir),
+            args=(
+                child_conn,
+                progress,
+                os.getpid(),
+                self.backend,
+                self.max_bytes,
+                self.cache_dir,
+                self.archive,
+            ),
             name="amtprep-midi-worker",
             daemon=True,
         )
@@ -330,7 +361,8 @@ class WorkerPool:
             current = int(worker.progress[0])
             # Not yet begun on the head chunk (its record is an older file's): blame its first.
             culprit = next((t for t in held if t[0] == current), held[0])
-            task_id, path = culprit
+            task_id, item = culprit
+            path = item_label(item)
             if error_type == "timeout":
                 self.counters["timeouts"] += 1
                 message = f"parsing took longer than {self.file_timeout:g} s (file_timeout); worker killed"

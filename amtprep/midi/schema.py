@@ -77,6 +77,7 @@ MIDI_SCHEMA = pa.schema(
         *BASE_FIELDS,
         pa.field("midi_path", pa.string()),
         pa.field("content_sha256", pa.string()),
+        pa.field("content_md5", pa.string()),
         pa.field("parser", pa.string()),
         *(pa.field(name, kind) for name, kind in SCALAR_FEATURES),
         *(pa.field(name, pa.list_(kind)) for name, kind in LIST_FEATURES),
@@ -143,6 +144,7 @@ def result_table(results: Sequence[FileResult]) -> pa.Table:
         "error_type": pa.array([r.error_type for r in results], pa.string()),
         "error": pa.array([r.error for r in results], pa.string()),
         "content_sha256": pa.array([r.sha256 for r in results], pa.string()),
+        "content_md5": pa.array([r.md5 for r in results], pa.string()),
         "parser": pa.array([r.parser for r in results], pa.string()),
     }
     for name, kind in SCALAR_FEATURES:

@@ -15,7 +15,10 @@ cache, or the limits ``max_midi_bytes`` and ``file_timeout``: they only decide w
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import tarfile
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,11 +26,14 @@ from typing import Any
 import pyarrow as pa
 
 from amtprep.config import MidiConfig
-from amtprep.errors import ConfigError
+from amtprep.errors import ConfigError, InputFileError
+from amtprep.io.archives import ArchiveSpec, member_name, prepare_archive
+from amtprep.io.midi_bytes import MidiBytesReader
 from amtprep.midi.cache import FeatureCache
 from amtprep.midi.extract import BACKENDS, FileResult
 from amtprep.midi.pool import WorkerPool
 from amtprep.midi.schema import MIDI_SCHEMA, build_table, in_order, result_table
+from amtprep.midi.sources import bytes_item, member_item
 from amtprep.midi.version import FEATURE_VERSION
 from amtprep.records import STATUS_OK, Record
 
@@ -48,8 +54,15 @@ class MidiStage:
         cache_dir = cfg.cache_dir / "midi" if cfg.use_cache else None
         if cache_dir is not None:
             _open_cache(cache_dir, cfg.backend)
+        self._bytes = (
+            MidiBytesReader(cfg.bytes_input, cfg.bytes_column)
+            if cfg.bytes_column and cfg.bytes_input is not None
+            else None
+        )
+        archive = _prepare(cfg.archive, cfg.work_dir) if cfg.archive is not None else None
+        self._archive_prefix = os.path.join(str(cfg.archive), "") if archive else None
         self._pool = WorkerPool(
-            cfg.workers, cfg.backend, cfg.max_midi_bytes, cfg.file_timeout, cache_dir
+            cfg.workers, cfg.backend, cfg.max_midi_bytes, cfg.file_timeout, cache_dir, archive
         )
         self._counts = dict.fromkeys(("files", "ok", "failed", "clipped", "fallbacks"), 0)
 
@@ -62,7 +75,7 @@ class MidiStage:
     def process(self, records: Sequence[Record]) -> pa.Table:
         malformed = [i for i, record in enumerate(records) if record.row_error]
         to_parse = [i for i, record in enumerate(records) if not record.row_error]
-        parsed = self._pool.run([records[i].resolved_path for i in to_parse])
+        parsed = self._pool.run(self._items([records[i] for i in to_parse]))
         failed = [FileResult.failed("malformed_row", records[i].row_error) for i in malformed]
         results = in_order([(malformed, result_table(failed)), (to_parse, parsed)], len(records))
         self._count(results)
@@ -75,7 +88,25 @@ class MidiStage:
     def prefetch(self, records: Sequence[Record]) -> None:
         """Start on the batch ``process`` will get next, so the workers read, look up and parse
         while the runner writes the current shard."""
-        self._pool.start([r.resolved_path for r in records if not r.row_error])
+        self._pool.start(self._items([r for r in records if not r.row_error]))
+
+    def _items(self, records: Sequence[Record]) -> list:
+        """The pool's job items (``sources``): bytes from the input, archive members, paths."""
+        if self._bytes is not None:
+            read = self._bytes.read([r.idx for r in records])
+            return [
+                bytes_item(data, md5, f"row {r.idx} ({r.id})")
+                for r, (data, md5) in zip(records, read, strict=True)
+            ]
+        prefix = self._archive_prefix
+        if prefix is None:
+            return [r.resolved_path for r in records]
+        return [
+            member_item(member_name(r.resolved_path[len(prefix) :]))
+            if r.resolved_path.startswith(prefix)
+            else r.resolved_path  # an absolute path outside the archive: a file on disk
+            for r in records
+        ]
 
     def _count(self, results: pa.Table) -> None:
         c = self._counts
@@ -97,6 +128,9 @@ class MidiStage:
     def close(self) -> None:
         """Stop the worker processes; idempotent."""
         self._pool.close()
+        if self._bytes is not None:
+            self._bytes.close()
+            self._bytes = None
 
     def __enter__(self) -> MidiStage:
         return self
@@ -114,4 +148,15 @@ def _open_cache(directory: Path, backend: str) -> None:
         raise ConfigError(
             f"cannot open the MIDI feature cache in {directory} ({exc}); pass --cache_dir with a "
             "writable folder, or drop --use_cache"
+        ) from None
+
+
+def _prepare(archive: Path, work_dir: Path | None) -> ArchiveSpec:
+    """Index the archive (once; see ``amtprep.io.archives``). Raises ``InputFileError``."""
+    try:
+        return prepare_archive(archive, work_dir or archive.parent)
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputFileError(
+            f"cannot read the MIDI root archive {archive} ({exc}); check that it is a complete "
+            ".zip, .tar or .tar.gz, or pass --midi_root with the extracted folder"
         ) from None
