@@ -2,9 +2,11 @@
 
 Public API:
 
-- ``InputSpec(path, midi_column=None, text_column=None, id_column=None, midi_root=None)``
+- ``InputSpec(path, midi_column=None, text_column=None, id_column=None, midi_root=None,
+  midi_bytes_column=None)``
 - ``InputSource(spec)``: ``format``, ``path``, ``columns``, ``midi_column``, ``text_column``,
-  ``id_column``, ``extra_columns``, ``midi_root``, ``count_rows()``, ``fingerprint(known=None)``,
+  ``id_column``, ``midi_bytes_column``, ``extra_columns``, ``midi_root``, ``count_rows()``,
+  ``fingerprint(known=None)``,
   ``iter_records(start=0, wanted=None)``, ``iter_batches(batch_size, wanted=None)``.
   Construction raises ``InputFileError`` (one line: what is wrong and how to fix it).
 
@@ -15,6 +17,9 @@ Decisions (see also ``amtprep.io.input_formats``):
 - ``id``: the id column's value (``--id_column``, else a column named ``id``) as a string; when
   there is none, or it is null/empty for a row, the MIDI path as written (unique in MidiCaps-style
   corpora); when that is missing too, ``str(idx)``. ``idx`` is the only guaranteed-unique key.
+- ``midi_bytes_column`` (Parquet only, a binary column: GigaMIDI's ``music``): records carry no
+  path (``midi_path`` ""), the column is never read here (the MIDI stage reads it by row group,
+  ``amtprep.io.midi_bytes``) and is not an extra column; the id defaults to ``md5``, then ``id``.
 - ``extra`` always holds exactly ``extra_columns`` (absent values are None), so every batch has
   the same columns. For .json/.jsonl the columns are the keys seen in the first
   ``COLUMN_SAMPLE_ROWS`` rows; keys that first appear later are dropped, with one warning.
@@ -34,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from amtprep.errors import InputFileError
+from amtprep.io.archives import archive_identity, is_archive
 from amtprep.io.input_formats import (
     FORMATS,
     RawRow,
@@ -43,7 +49,6 @@ from amtprep.io.input_formats import (
     json_type,
     open_scanner,
 )
-from amtprep.io.archives import archive_identity, is_archive
 from amtprep.records import Record
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,8 @@
 
 Public API: ``WorkerPool(n_workers, backend, max_bytes, file_timeout, cache_dir=None,
 archive=None)`` with ``run(items) -> pa.Table`` (``RESULT_SCHEMA`` rows, same order),
-``start(items)`` (begin the next ``run`` early, without waiting), ``worker_pids()``, ``counters`` and ``close()``.
+``start(items)`` (begin the next ``run`` early, without waiting), ``worker_pids()``,
+``counters`` and ``close()``.
 
 Why not ``concurrent.futures``: a dead worker breaks a ``ProcessPoolExecutor`` for good, and it
 cannot stop one task that runs too long. Here each worker owns a pipe; the parent sends it chunks
@@ -48,8 +49,8 @@ from amtprep.io.archives import ArchiveSpec
 from amtprep.midi.cache import FeatureCache
 from amtprep.midi.errors import MidiFileError
 from amtprep.midi.extract import FileResult, extract_data
-from amtprep.midi.sources import Item, Loader, item_label
 from amtprep.midi.schema import from_message, in_order, result_table, to_message
+from amtprep.midi.sources import Item, Loader, item_label
 from amtprep.startup import block_pandas
 
 logger = logging.getLogger(__name__)

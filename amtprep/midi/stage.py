@@ -7,6 +7,11 @@ per-file timeout and crash isolation hold at every setting; output is identical 
 count and batch size. With ``cfg.use_cache`` the workers look each file up in ``cache`` before
 parsing it (the parent opens no MIDI file, so a file that hangs on read times out like one that
 hangs in the parser), and ``prefetch`` works the same with the cache on or off.
+Where the bytes come from (docs/sources.md): files under the MIDI root, members of a
+``.zip``/``.tar``/``.tar.gz`` root (indexed once here, when the stage is built, so a text-only
+run builds nothing), or the input's own bytes column (``cfg.bytes_column``), read by row group
+in the parent and sent to the workers with the job. Which of these is in use is part of the
+input identity (``midi_root``, ``midi_root_archive``, ``midi_bytes_column``).
 ``fingerprint`` covers what changes a parsed row: feature version and backend. Not workers, the
 cache, or the limits ``max_midi_bytes`` and ``file_timeout``: they only decide which files fail
 (``too_large``, ``timeout``), so ``--retry_failed`` with a raised limit retries those files.

@@ -8,7 +8,6 @@ is always the same files read from a plain folder.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import random
 import tarfile
@@ -51,8 +50,11 @@ def _rows(corpus: Path) -> list[dict]:
     return [json.loads(line) for line in corpus.read_text().splitlines() if line.strip()]
 
 
-def _bytes_parquet(corpus: Path, dest: Path, extra: list[tuple] = (), group_rows: int = 5):
-    """GigaMIDI layout: md5, caption, music (bytes); ``extra`` rows (md5, caption, music) after."""
+def _bytes_parquet(
+    corpus: Path, dest: Path, extra: list[tuple] = (), group_rows: int = 5, alt: bool = False
+):
+    """GigaMIDI layout: md5, caption, music (bytes); ``extra`` rows (md5, caption, music) after;
+    with ``alt`` a second bytes column ``alt`` holding the same bytes."""
     rows = _rows(corpus)
     data = [(corpus.parent / r["location"]).read_bytes() for r in rows]
     md5 = [hashlib.md5(d).hexdigest() for d in data] + [e[0] for e in extra]
@@ -63,6 +65,8 @@ def _bytes_parquet(corpus: Path, dest: Path, extra: list[tuple] = (), group_rows
             "music": pa.array(data + [e[2] for e in extra], pa.binary()),
         }
     )
+    if alt:
+        table = table.append_column("alt", table.column("music"))
     pq.write_table(table, dest, row_group_size=group_rows)
     return dest
 
@@ -73,8 +77,9 @@ def _by(table: pa.Table, key: str) -> dict:
 
 def test_bytes_input_matches_files(files_corpus, files_run, tmp_path, tiny_bert):
     good = (files_corpus.parent / "midi/0000.mid").read_bytes()
+    corrupt = b"MThd\x00\x00\x00\x06garbage"
     extra = [
-        ("aa" * 16, "corrupt", b"MThd\x00\x00\x00\x06garbage"),
+        (hashlib.md5(corrupt).hexdigest(), "corrupt", corrupt),
         ("bb" * 16, "md5 mismatch", good),
         ("cc" * 16, "empty", b""),
         (None, "null bytes", None),
@@ -93,12 +98,15 @@ def test_bytes_input_matches_files(files_corpus, files_run, tmp_path, tiny_bert)
     for sha, row in got.items():
         for column in SAME:
             assert row[column] == want[sha][column], column
-    midi_failures = {r["idx"]: r["error_type"] for r in failures.to_pylist() if r["stage"] == "midi"}
-    assert midi_failures == {N: "not_midi", N + 1: "md5_mismatch", N + 2: "empty_file",
-                             N + 3: "empty_file"} or midi_failures[N + 1] == "md5_mismatch"  # fmt: skip
-    assert midi_failures[N + 1] == "md5_mismatch"
-    assert midi_failures[N + 2] == midi_failures[N + 3] == "empty_file"
-    assert N in midi_failures
+    midi_failures = {
+        r["idx"]: r["error_type"] for r in failures.to_pylist() if r["stage"] == "midi"
+    }
+    assert midi_failures == {
+        N: "corrupt_midi",
+        N + 1: "md5_mismatch",
+        N + 2: "empty_file",
+        N + 3: "empty_file",
+    }
 
 
 def test_keep_midi_bytes(files_corpus, tmp_path, tiny_bert):
@@ -110,7 +118,8 @@ def test_keep_midi_bytes(files_corpus, tmp_path, tiny_bert):
     final = read_final(out)[0]
     original = pq.read_table(source)
     assert final.column("music").to_pylist() == original.column("music").to_pylist()
-    for data, md5 in zip(final.column("music").to_pylist(), final.column("id").to_pylist()):
+    ids = final.column("id").to_pylist()
+    for data, md5 in zip(final.column("music").to_pylist(), ids, strict=True):
         assert hashlib.md5(data).hexdigest() == md5
 
 
@@ -136,10 +145,10 @@ def test_reader_streams_row_groups(files_corpus, tmp_path):
     reader.close()
 
 
-def test_bytes_resume_after_stop(files_corpus, tmp_path, tiny_bert):
+def test_bytes_resume_after_stop(files_corpus, tmp_path, tiny_bert, capsys):
     from tests.helpers import run_args, start_cli, wait_for
 
-    source = _bytes_parquet(files_corpus, tmp_path / "giga.parquet")
+    source = _bytes_parquet(files_corpus, tmp_path / "giga.parquet", alt=True)
     ref = tmp_path / "ref"
     _run(source, ref, tiny_bert, "--midi_bytes_column", "music")
     out = tmp_path / "out"
@@ -153,10 +162,13 @@ def test_bytes_resume_after_stop(files_corpus, tmp_path, tiny_bert):
     _run(source, out, tiny_bert, "--midi_bytes_column", "music", "--mode", "continue")
     a, b = read_final(ref)[0], read_final(out)[0]
     assert a.drop_columns(["embedding"]).to_pylist() == b.drop_columns(["embedding"]).to_pylist()
-    # another bytes column is another input: refused
+    # another bytes column (same bytes even) is another input: refused, naming it
+    capsys.readouterr()
     rc = main(["--input_file", str(source), "--output_dir", str(out), "--text_model",
-               str(tiny_bert), "--no_progress", "--stages", "midi"])  # fmt: skip
+               str(tiny_bert), "--no_progress", "--stages", "midi",
+               "--midi_bytes_column", "alt", "--retry_failed"])  # fmt: skip
     assert rc != 0
+    assert "midi_bytes_column: 'music' -> 'alt'" in capsys.readouterr().err
 
 
 def _archive(kind: str, corpus: Path, dest: Path) -> Path:
@@ -205,15 +217,17 @@ def test_archive_root_matches_folder(kind, files_corpus, files_run, tmp_path, ti
     assert not (text_only / ".midi-root").exists()
 
 
-def test_changed_archive_is_refused(files_corpus, tmp_path, tiny_bert):
+def test_changed_archive_is_refused(files_corpus, tmp_path, tiny_bert, capsys):
     archive = _archive("zip", files_corpus, tmp_path / "corpus.zip")
     out = tmp_path / "out"
     _run(files_corpus, out, tiny_bert, "--midi_root", str(archive), "--stages", "midi")
     with zipfile.ZipFile(archive, "a") as zf:
         zf.writestr("midi/extra.mid", b"x")
     rc = main(["--input_file", str(files_corpus), "--output_dir", str(out), "--text_model",
-               str(tiny_bert), "--no_progress", "--stages", "midi", "--midi_root", str(archive)])  # fmt: skip
+               str(tiny_bert), "--no_progress", "--stages", "midi", "--midi_root", str(archive),
+               "--retry_failed"])  # fmt: skip
     assert rc != 0
+    assert "midi_root_archive:" in capsys.readouterr().err
 
 
 def test_content_md5_on_file_rows(files_run, files_corpus):
@@ -221,4 +235,3 @@ def test_content_md5_on_file_rows(files_run, files_corpus):
     for row in final.to_pylist():
         data = (files_corpus.parent / row["midi_path"]).read_bytes()
         assert row["content_md5"] == hashlib.md5(data).hexdigest()
-    assert io  # keep the import list honest for the helpers above
