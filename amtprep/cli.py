@@ -410,6 +410,8 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
             "--input_file is required to run (a .json, .jsonl, .csv or .parquet paired file); "
             "--show_progress reports on --output_dir without one"
         )
+    if args.keep_midi_bytes and not args.midi_bytes_column:
+        parser.error("--keep_midi_bytes keeps the --midi_bytes_column bytes; name that column too")
 
 
 def _print_summary(summary) -> None:

@@ -107,6 +107,8 @@ def prepare_archive(path: Path, work_dir: Path) -> ArchiveSpec:
         return ArchiveSpec("zip", str(path))
     folder = work_dir / WORK_SUBDIR
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".*.tmp"):  # a run killed mid-build (the output lock is ours)
+        stale.unlink(missing_ok=True)
     key = _work_key(path)
     tar_path = path
     if kind == "tar.gz":
@@ -150,6 +152,7 @@ class ArchiveReader:
         self._zip: zipfile.ZipFile | None = None
         self._tar = None
         self._index: dict[str, list[int]] | None = None
+        self._zip_names: dict[str, zipfile.ZipInfo] | None = None
 
     def read(self, member: str, max_bytes: int) -> bytes:
         """Raises MemberMissing, MemberTooLarge, OSError, zipfile.BadZipFile."""
@@ -159,7 +162,9 @@ class ArchiveReader:
             try:
                 info = self._zip.getinfo(member)
             except KeyError:
-                raise MemberMissing(member) from None
+                info = self._zip_normalised().get(member)
+                if info is None:
+                    raise MemberMissing(member) from None
             if info.file_size > max_bytes:
                 raise MemberTooLarge(f"{info.file_size} bytes exceeds the limit of {max_bytes}")
             return self._zip.read(info)
@@ -177,6 +182,14 @@ class ArchiveReader:
         if len(data) != size:
             raise OSError(f"{self.spec.path} ends inside member {member}")
         return data
+
+    def _zip_normalised(self) -> dict[str, zipfile.ZipInfo]:
+        """Members by normalised name, for zips written with ``./`` or ``//`` in names."""
+        if self._zip_names is None:
+            self._zip_names = {
+                member_name(i.filename): i for i in self._zip.infolist() if not i.is_dir()
+            }
+        return self._zip_names
 
     def close(self) -> None:
         if self._zip is not None:

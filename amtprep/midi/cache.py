@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from amtprep.midi.errors import MidiFileError
 from amtprep.midi.extract import FileResult, extract_data, read_midi_bytes
-from amtprep.midi.schema import from_ipc, in_order, result_table, to_ipc
+from amtprep.midi.schema import RESULT_SCHEMA, from_ipc, in_order, result_table, to_ipc
 from amtprep.midi.version import FEATURE_VERSION
 from amtprep.records import STATUS_OK
 
@@ -56,7 +56,10 @@ class FeatureCache:
         if data is None:
             return None
         try:
-            return from_ipc(data)
+            row = from_ipc(data)
+            if row.schema.names != RESULT_SCHEMA.names:  # written before a column was added
+                raise TypeError("columns differ from this version's result rows")
+            return row
         except (pa.ArrowException, TypeError) as exc:
             logger.warning("MIDI cache entry %s unreadable (%s); parsing the file again", key, exc)
             self._cache.delete(key)
