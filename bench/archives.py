@@ -45,7 +45,7 @@ def _make(folder: Path, n: int) -> list[str]:
 
 def _archives(folder: Path, names: list[str], work: Path) -> dict[str, Path]:
     out = {"zip": work / "corpus.zip", "tar": work / "corpus.tar", "tar.gz": work / "corpus.tar.gz"}
-    with zipfile.ZipFile(out["zip"], "w") as zf:
+    with zipfile.ZipFile(out["zip"], "w", zipfile.ZIP_DEFLATED) as zf:
         for name in names:
             zf.write(folder / name, name)
     for kind, mode in (("tar", "w"), ("tar.gz", "w:gz")):
