@@ -235,3 +235,33 @@ def test_content_md5_on_file_rows(files_run, files_corpus):
     for row in final.to_pylist():
         data = (files_corpus.parent / row["midi_path"]).read_bytes()
         assert row["content_md5"] == hashlib.md5(data).hexdigest()
+
+
+def test_relocate_folder_to_archive(files_corpus, tmp_path, tiny_bert, capsys):
+    """The same files moved into a zip: refused, then accepted with --relocate_midi_root."""
+    out = tmp_path / "out"
+    _run(files_corpus, out, tiny_bert, "--stages", "midi")
+    archive = _archive("zip", files_corpus, tmp_path / "moved.zip")
+    args = ["--input_file", str(files_corpus), "--output_dir", str(out), "--text_model",
+            str(tiny_bert), "--no_progress", "--midi_root", str(archive)]  # fmt: skip
+    assert main(args) != 0
+    assert "--relocate_midi_root" in capsys.readouterr().err
+    assert main([*args, "--relocate_midi_root"]) == 0
+    assert read_final(out)[0].num_rows == N
+
+
+def test_bytes_with_cache_and_bad_input(files_corpus, files_run, tmp_path, tiny_bert, capsys):
+    source = _bytes_parquet(files_corpus, tmp_path / "giga.parquet")
+    cache = tmp_path / "cache"
+    for name in ("a", "b"):  # the second run's rows come from the cache
+        _run(source, tmp_path / name, tiny_bert, "--midi_bytes_column", "music", "--use_cache",
+             "--cache_dir", str(cache))  # fmt: skip
+    stats = json.loads((tmp_path / "b" / "statistics.json").read_text())
+    assert stats["stages"]["midi"]["cache_hit_rate"] == 1.0
+    a, b = read_final(tmp_path / "a")[0], read_final(tmp_path / "b")[0]
+    assert a.drop_columns(["embedding"]).to_pylist() == b.drop_columns(["embedding"]).to_pylist()
+    capsys.readouterr()
+    rc = main(["--input_file", str(files_corpus), "--output_dir", str(tmp_path / "c"),
+               "--midi_bytes_column", "music", "--no_progress"])  # fmt: skip
+    assert rc != 0
+    assert "needs a Parquet input" in capsys.readouterr().err
