@@ -32,6 +32,7 @@ COLUMN_DESCRIPTIONS = {
     "error_type": "short name of the failure (null when ok)",
     "error": "failure detail (null when ok)",
     "content_sha256": "SHA-256 of the MIDI file's bytes",
+    "content_md5": "MD5 of the MIDI file's bytes (the file MD5 Lakh and GigaMIDI join on)",
     "parser": "MIDI backend that parsed the file (mido or symusic)",
     "ticks_per_beat": "MIDI time division in ticks per quarter note (null for SMPTE timing)",
     "midi_type": "Standard MIDI File type (0, 1 or 2)",
