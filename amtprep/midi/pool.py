@@ -145,9 +145,9 @@ class _Worker:
 
 @dataclass
 class _Job:
-    """One ``run``'s files: task ids are positions in ``paths``."""
+    """One ``run``'s files: task ids are positions in ``paths`` (job items, ``sources``)."""
 
-    paths: list[str]
+    paths: list  # str paths or ``sources`` items
     pending: deque = field(init=False)
     parts: list = field(default_factory=list)  # (task ids, result rows)
     remaining: int = field(init=False)
