@@ -21,6 +21,21 @@ def default_cache_dir() -> Path:
 
 
 @dataclass
+class TokenConfig:
+    """MIDI tokens through miditok (``amtprep.midi.tokenizer``); all None: no token columns."""
+
+    tokenizer: str | None = None  # remi | tsd | midilike | ... (miditok's default config)
+    preset: str | None = None  # text2midi
+    config_file: Path | None = None  # a miditok TokenizerConfig JSON or a saved tokenizer
+    max_tokens: int | None = None  # None: no cut (text2midi preset: 2048)
+    bos_eos: bool | None = None  # wrap in BOS ... EOS; None: on for the text2midi preset only
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokenizer or self.preset or self.config_file)
+
+
+@dataclass
 class MidiConfig:
     backend: str = "auto"  # auto | mido | symusic
     workers: int = 1
@@ -28,6 +43,7 @@ class MidiConfig:
     file_timeout: float = 60.0  # seconds per file
     use_cache: bool = False
     cache_dir: Path = field(default_factory=default_cache_dir)
+    tokens: TokenConfig = field(default_factory=TokenConfig)
 
 
 @dataclass
