@@ -357,7 +357,16 @@ def merge_stages(
 
 
 _FIRST = ["idx", "id", "midi_path", "caption"]
-_LAST = ["notes", "n_tokens", "truncated", "embedding"]
+_LAST = [
+    "notes",
+    "tokens",
+    "n_tokens_midi",
+    "tokens_truncated",
+    "token_track_lengths",
+    "n_tokens",
+    "truncated",
+    "embedding",
+]
 
 
 def _order(schema: pa.Schema) -> pa.Schema:

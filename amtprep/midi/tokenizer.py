@@ -261,7 +261,7 @@ class MidiTokenizer:
         return {
             "tokenizer": self.name,
             "tokenizer_params_sha256": self.params_sha256,
-            "tokenizer_files": dict(self.files_sha256),
+            "artifacts": dict(self.files_sha256),
             "max_midi_tokens": self.max_tokens,
             "tokens_bos_eos": self.bos_eos,
             "miditok": versions.miditok_version(),
