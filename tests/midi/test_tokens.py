@@ -51,7 +51,8 @@ def miditok_ids(tok, path: str) -> list[int]:
 
 
 def stage_rows(tmp_path, records, tokens: TokenConfig, **kw) -> tuple[list[dict], MidiStage]:
-    cfg = MidiConfig(file_timeout=60.0, cache_dir=tmp_path / "cache", tokens=tokens, **kw)
+    kw = {"file_timeout": 60.0, **kw}
+    cfg = MidiConfig(cache_dir=tmp_path / "cache", tokens=tokens, **kw)
     with MidiStage(cfg) as stage:
         table = stage.process(records)
     assert table.schema == stage.schema()
@@ -246,3 +247,45 @@ def test_resume_under_another_miditok_version_is_refused(corpus, tmp_path, tiny_
     assert f"miditok: '{miditok_version()}' -> '3.1.0'" in proc.stderr
     again = run_cli(*args, "--mode", "continue")  # the same miditok resumes (nothing to do)
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.slow
+def test_a_killed_worker_gives_a_timeout_row_in_the_token_schema(tmp_path):
+    from tests.midi.conftest import slow_midi
+
+    records = records_for(tmp_path, {"slow.mid": slow_midi(), "ok.mid": generate_midi(2)})
+    rows, stage = stage_rows(tmp_path, records, TokenConfig(tokenizer="remi"), file_timeout=1.0)
+    assert rows[0]["error_type"] == "timeout" and rows[0]["tokens"] is None
+    assert rows[1]["status"] == "ok" and rows[1]["tokens"]
+    assert stage.counters()["timeouts"] == 1
+
+
+def test_tokens_load_miditok_without_torch(tmp_path):
+    (tmp_path / "a.mid").write_bytes(generate_midi(3))
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from amtprep.config import MidiConfig, TokenConfig\n"
+        "from amtprep.midi import MidiStage\n"
+        "from tests.midi.conftest import records_for\n"
+        "def main():\n"
+        "    cfg = MidiConfig(tokens=TokenConfig(tokenizer='remi'), cache_dir=Path(sys.argv[1]))\n"
+        "    with MidiStage(cfg) as stage:\n"
+        "        rows = stage.process(records_for(Path(sys.argv[1]), {'a.mid': None}))\n"
+        "    assert rows.column('tokens').to_pylist()[0], rows.column('error').to_pylist()\n"
+        "    assert 'torch' not in sys.modules, 'torch imported'\n"
+        "if __name__ == '__main__':\n"
+        "    main()\n"
+    )
+    script = tmp_path / "probe.py"
+    script.write_text(code)
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
