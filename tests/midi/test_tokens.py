@@ -289,3 +289,9 @@ def test_tokens_load_miditok_without_torch(tmp_path):
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_token_flags_without_a_tokenizer_are_refused(tmp_path, capsys):
+    args = ["--input_file", str(tmp_path / "in.jsonl"), "--output_dir", str(tmp_path / "out")]
+    assert main([*args, "--max_midi_tokens", "8"]) == 4
+    assert "--max_midi_tokens and --tokens_bos_eos need --tokenizer" in capsys.readouterr().err
