@@ -158,6 +158,18 @@ def _text2midi(miditok):
     return tok
 
 
+def _rows(ids: list, width: int) -> np.ndarray:
+    """A sequence's ids as an int32 (tokens, width) array. MuMIDI gives some tokens fewer ids
+    than vocabularies (3 of 5): those rows are padded with -1."""
+    try:
+        return np.asarray(ids, dtype=np.int32).reshape(-1, width)
+    except ValueError:  # ragged
+        rows = np.full((len(ids), width), -1, np.int32)
+        for i, token in enumerate(ids):
+            rows[i, : len(token)] = token
+        return rows
+
+
 def _json_bytes(value) -> bytes:
     return (json.dumps(value, indent=1, ensure_ascii=True) + "\n").encode()
 
@@ -243,7 +255,7 @@ class MidiTokenizer:
         raises (the caller makes it a failed row)."""
         out = self.tok(score)
         seqs = out if isinstance(out, list) else [out]
-        parts = [np.asarray(seq.ids, dtype=np.int32).reshape(-1, self.width) for seq in seqs]
+        parts = [_rows(seq.ids, self.width) for seq in seqs]
         if self.bos is not None:
             parts = [np.array([[self.bos]], np.int32), *parts, np.array([[self.eos]], np.int32)]
         full = np.concatenate(parts) if parts else np.zeros((0, self.width), np.int32)

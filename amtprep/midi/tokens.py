@@ -21,7 +21,8 @@ Layout of a row (``tokens`` is always ``list<int32>``):
   sequences concatenated in miditok's order, and ``token_track_lengths`` (list<int32>) holds
   each one's stored length, so ``np.split(tokens, np.cumsum(lengths)[:-1])`` is miditok's list;
 - several vocabularies (CPWord, Octuple, MuMIDI): each token's ids row-major, so
-  ``np.reshape(tokens, (-1, k))`` with ``k = len(vocab.json)`` is miditok's ``ids``.
+  ``np.reshape(tokens, (-1, k))`` with ``k = len(vocab.json)`` is miditok's ``ids`` (MuMIDI
+  gives some tokens fewer than ``k`` ids: their rows end in -1 padding).
 ``n_tokens_midi`` counts tokens (rows of ``k`` ids) before the cut, BOS/EOS included;
 ``tokens_truncated`` is ``n_tokens_midi > --max_midi_tokens``, and then only the first
 ``--max_midi_tokens`` tokens are kept (so a cut sequence has no EOS, as in text2midi's loader).

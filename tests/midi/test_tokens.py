@@ -46,8 +46,10 @@ def miditok_ids(tok, path: str) -> list[int]:
     """miditok's own ids for a file, flattened the way the ``tokens`` column documents."""
     out = tok(symusic.Score.from_file(path))
     seqs = out if isinstance(out, list) else [out]
-    width = len(tok.vocab) if tok.is_multi_voc else 1
-    return [int(i) for s in seqs for i in np.asarray(s.ids, np.int64).reshape(-1, width).ravel()]
+    if not tok.is_multi_voc:
+        return [int(i) for s in seqs for i in s.ids]
+    width = len(tok.vocab)  # each token's ids, padded with -1 to one per vocabulary
+    return [int(i) for s in seqs for t in s.ids for i in [*t, *[-1] * (width - len(t))]]
 
 
 def stage_rows(tmp_path, records, tokens: TokenConfig, **kw) -> tuple[list[dict], MidiStage]:
@@ -87,12 +89,14 @@ def test_ids_equal_miditok_on_the_same_score(tmp_path, workers):
                     assert row["token_track_lengths"] == [len(s.ids) for s in out]
 
 
-def test_multi_vocabulary_ids_are_row_major(tmp_path):
+@pytest.mark.parametrize("name", ["cpword", "mumidi"])
+def test_multi_vocabulary_ids_are_row_major(tmp_path, name):
     records = token_corpus(tmp_path)[:3]
-    rows, stage = stage_rows(tmp_path, records, TokenConfig(tokenizer="cpword"))
-    reference = miditok.CPWord(miditok.TokenizerConfig())
+    rows, stage = stage_rows(tmp_path, records, TokenConfig(tokenizer=name))
+    reference = type(stage.tokenizer.tok)(miditok.TokenizerConfig())
     assert stage.tokenizer.width == len(reference.vocab) > 1
     for record, row in zip(records, rows, strict=True):
+        assert row["status"] == "ok", row["error"]
         assert row["tokens"] == miditok_ids(reference, record.resolved_path)
         assert row["n_tokens_midi"] * stage.tokenizer.width == len(row["tokens"])
 
