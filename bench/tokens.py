@@ -104,7 +104,9 @@ def amtprep_run(paths: list[Path], work: Path, name: str, workers: int) -> dict:
     )
     by_idx = {}
     for table in tables:
-        for idx, n, status in zip(*(table.column(c).to_pylist() for c in table.column_names)):
+        for idx, n, status in zip(
+            *(table.column(c).to_pylist() for c in table.column_names), strict=True
+        ):
             by_idx[idx] = n if status == "ok" else None
     per_file = [by_idx.get(i) for i in range(len(paths))]
     return {"seconds": seconds, "batch_seconds": batch_seconds, "per_file": per_file}
@@ -137,9 +139,7 @@ def run(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="amtprep-bench-tokens-") as tmp:
         work = Path(tmp)
         if args.dir:
-            paths = sorted(
-                q for q in args.dir.rglob("*") if q.suffix.lower() in (".mid", ".midi")
-            )
+            paths = sorted(q for q in args.dir.rglob("*") if q.suffix.lower() in (".mid", ".midi"))
         else:
             paths = make_corpus(work / "midi", args.files)
         tok = build_tokenizer(args.tokenizer)

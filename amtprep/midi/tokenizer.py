@@ -223,8 +223,7 @@ class MidiTokenizer:
         chosen = [x for x in (cfg.preset, cfg.config_file) if x]
         if len(chosen) > 1 or (cfg.preset and cfg.tokenizer):
             raise ConfigError(
-                "pass one of --tokenizer (with an optional --tokenizer_config), "
-                "--tokenizer_preset"
+                "pass one of --tokenizer (with an optional --tokenizer_config), --tokenizer_preset"
             )
         if cfg.max_tokens is not None and cfg.max_tokens < 1:
             raise ConfigError("--max_midi_tokens must be positive")

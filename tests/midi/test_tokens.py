@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -33,7 +32,9 @@ from tests.midi.midigen import generate_midi  # noqa: E402
 
 SEEDS = range(8)
 # a file whose own bytes hold a one-byte "\x00" marker, like the ones the symusic backend adds
-OWN_MARKER = midi_bytes([meta("marker", text="\x00"), note(60), note(62, 90, 240), note(60, 0, 240)])
+OWN_MARKER = midi_bytes(
+    [meta("marker", text="\x00"), note(60), note(62, 90, 240), note(60, 0, 240)]
+)
 
 
 def token_corpus(tmp_path: Path) -> list:
@@ -142,9 +143,9 @@ def test_cache_gives_the_same_tokens_and_is_keyed_by_tokenizer(tmp_path):
     assert stage.counters()["cache_misses"] == 4
     again, stage = stage_rows(tmp_path, records, tokens, use_cache=True)
     assert stage.counters()["cache_hits"] == 4
-    assert [r["tokens"] for r in again] == [r["tokens"] for r in first] == [
-        r["tokens"] for r in plain
-    ]
+    assert (
+        [r["tokens"] for r in again] == [r["tokens"] for r in first] == [r["tokens"] for r in plain]
+    )
     _, stage = stage_rows(tmp_path, records, TokenConfig(tokenizer="tsd"), use_cache=True)
     assert stage.counters()["cache_hits"] == 0  # other tokens: other key
     _, stage = stage_rows(
