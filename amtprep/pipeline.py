@@ -391,6 +391,7 @@ def _manifest(cfg: RunConfig, stores: dict[str, StageStore], kind: str) -> dict[
         "amtprep_version": __version__,
         # absent (None) without tags, so releases published before tags existed stay equal
         "tags": list(cfg.tags) or None,
+        "dedup": cfg.dedup,
     }
 
 
@@ -428,6 +429,7 @@ def _merge(
         release.data_dir,
         rows_per_shard=cfg.rows_per_final_shard,
         tags=tuple(cfg.tags),
+        dedup=cfg.dedup,
         metadata=meta,
         failures_path=release.root / "failures.parquet",
         extra_schema=extra_schema_for(
@@ -469,6 +471,8 @@ def _write_card_and_report(
         "failed_records": res.failed_records,
         "failures_by_stage": {s: stats["stages"][s].get("failed", 0) for s in WORK_STAGES},
     }
+    if res.duplicates is not None:
+        counts["duplicates"] = res.duplicates
     if res.schema is not None:
         write_dataset_card(data_dir, res.schema, counts, settings)
     write_report(report_dir, stats, list(res.files), res.failures_file)

@@ -6,4 +6,4 @@ the stage, so these must load in microseconds.
 
 # Bump whenever a MIDI feature's definition or the note schema changes: it goes into the MIDI
 # stage fingerprint (a resume with different features refuses) and the feature cache key.
-FEATURE_VERSION = "midi-features-3"
+FEATURE_VERSION = "midi-features-4"
