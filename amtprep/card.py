@@ -67,7 +67,7 @@ COLUMN_DESCRIPTIONS = {
     "start_time_signature": "time signature music21 reads at offset 0 (null when none)",
     "instrument_ranking": "programs ranked by MidiCaps' instrument time (128 means drums)",
     "pitch_class_quarters": "pitch-class sums of music21-quantised note lengths in quarters",
-    "key": "MidiCaps tag: Aarden-Essen key as music21 names it, e.g. \"Bb major\"",
+    "key": 'MidiCaps tag: Aarden-Essen key as music21 names it, e.g. "Bb major"',
     "tempo": "MidiCaps tag: first tempo in bpm, rounded (120 when the file sets none)",
     "tempo_word": "MidiCaps tag: Italian tempo marking from the tempo",
     "duration": "MidiCaps tag: duration_s rounded to whole seconds",

@@ -217,6 +217,8 @@ class LeakageCollector:
             return LEAKAGE_SCHEMA.empty_table()
         t = pa.concat_tables(self.parts)
         per_group = t.group_by("group").aggregate([(SPLIT_COLUMN, "count_distinct")])
-        leaking = per_group.filter(pc.greater(per_group.column(f"{SPLIT_COLUMN}_count_distinct"), 1))
+        leaking = per_group.filter(
+            pc.greater(per_group.column(f"{SPLIT_COLUMN}_count_distinct"), 1)
+        )
         t = t.filter(pc.is_in(t.column("group"), leaking.column("group")))
         return t.sort_by([("group", "ascending"), ("idx", "ascending")])

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from amtprep.midi.key import estimate_key
 from amtprep.midi import tag_features
+from amtprep.midi.key import estimate_key
 from amtprep.midi.notes import GM_DRUMS, ParsedMidi
 from amtprep.midi.tempo import TempoMap
 
