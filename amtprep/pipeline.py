@@ -475,7 +475,9 @@ def _write_card_and_report(
         counts["duplicates"] = res.duplicates
     if res.schema is not None:
         write_dataset_card(data_dir, res.schema, counts, settings)
-    write_report(report_dir, stats, list(res.files), res.failures_file)
+    write_report(
+        report_dir, stats, list(res.files), res.failures_file, getattr(res, "leakage_file", None)
+    )
 
 
 def _provenance(stores: dict[str, StageStore]) -> dict[bytes, bytes]:

@@ -202,6 +202,7 @@ def test_mark_keeps_every_row_and_names_its_group(dup_corpus, tmp_path, tiny_ber
     if (out / "report.html").exists():  # needs matplotlib
         report = (out / "report.html").read_text()
         assert "duplicates.exact_duplicates" in report and "duplicates.leakage_groups" in report
+        assert "Duplicates and leakage" in report and "midi/b.mid" in report
     assert invariant(out) is None
 
 
