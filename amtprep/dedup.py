@@ -15,7 +15,8 @@ exact duplicate of its members too. Within a group, in idx order:
 
 ``find_duplicates`` is one streaming pass over the MIDI shards reading only the idx, status,
 content_sha256 and notes_hash columns; it keeps fixed-width digests of the data rows (48 bytes per
-row) and one int64 per input row (the group's first idx, -1 for rows in no group).
+row, ~220 at the peak of the sorts) and 9 bytes per input row (the group's first idx, -1 for rows
+in no group, and the kind code).
 
 Leakage: a group whose members carry more than one value of the input's ``test_set`` column
 (MidiCaps' ``train.json``) crosses the split. The merge feeds each chunk's group members and their
