@@ -32,6 +32,12 @@ COLUMN_DESCRIPTIONS = {
     "error_type": "short name of the failure (null when ok)",
     "error": "failure detail (null when ok)",
     "content_sha256": "SHA-256 of the MIDI file's bytes",
+    "notes_hash": "blake2b-128 of the notes (ms times, pitch, velocity, program), sorted: "
+    "equal for the same music whatever the tracks, channels and meta events (docs/dedup.md)",
+    "duplicate_of": "idx of the first row with the same notes (or bytes); null for that first "
+    "row and for rows without duplicates",
+    "duplicate_kind": "exact (same bytes as an earlier row) or musical (same notes); null when "
+    "duplicate_of is null",
     "parser": "MIDI backend that parsed the file (mido or symusic)",
     "ticks_per_beat": "MIDI time division in ticks per quarter note (null for SMPTE timing)",
     "midi_type": "Standard MIDI File type (0, 1 or 2)",

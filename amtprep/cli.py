@@ -114,6 +114,15 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
     )
     _add(
         g,
+        "dedup",
+        choices=["mark", "drop"],
+        default="mark",
+        help="duplicates (same bytes or same notes, docs/dedup.md): mark = duplicate_of / "
+        "duplicate_kind columns (default); drop = later rows of each group go to "
+        "duplicates.parquet instead of the data; changing it only republishes",
+    )
+    _add(
+        g,
         "relocate_midi_root",
         action="store_true",
         help="accept a --midi_root other than the one committed shards were made with, after "
@@ -330,6 +339,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         relocate_midi_root=args.relocate_midi_root,
         rows_per_final_shard=args.rows_per_shard,
         tags=() if args.tags == "none" else (args.tags,),
+        dedup=args.dedup,
         log_level=args.log_level,
         progress=not args.no_progress,
         midi=midi,

@@ -88,6 +88,7 @@ class RunConfig:
     relocate_midi_root: bool = False  # accept a new midi_root after verifying content hashes
     rows_per_final_shard: int = ROWS_PER_FINAL_SHARD
     tags: tuple[str, ...] = ()  # tag sets added at merge (amtprep.tags.TAG_SETS), e.g. midicaps
+    dedup: str = "mark"  # duplicates at merge (amtprep.dedup): mark (columns) or drop
     log_level: str = "info"
     progress: bool = True
     midi: MidiConfig = field(default_factory=MidiConfig)

@@ -422,6 +422,7 @@ def _manifest(cfg: RunConfig, stores: dict[str, StageStore], kind: str) -> dict[
         "amtprep_version": __version__,
         # absent (None) without tags, so releases published before tags existed stay equal
         "tags": list(cfg.tags) or None,
+        "dedup": cfg.dedup,
     }
     artifacts = ((stores["midi"].identity or {}).get("settings") or {}).get(ARTIFACTS_KEY)
     if artifacts:  # tokenizer.json / vocab.json published beside the data, by hash
@@ -464,6 +465,7 @@ def _merge(
         release.data_dir,
         rows_per_shard=cfg.rows_per_final_shard,
         tags=tuple(cfg.tags),
+        dedup=cfg.dedup,
         metadata=meta,
         failures_path=release.root / "failures.parquet",
         extra_schema=extra_schema_for(
@@ -507,9 +509,13 @@ def _write_card_and_report(
         "failed_records": res.failed_records,
         "failures_by_stage": {s: stats["stages"][s].get("failed", 0) for s in WORK_STAGES},
     }
+    if res.duplicates is not None:
+        counts["duplicates"] = res.duplicates
     if res.schema is not None:
         write_dataset_card(data_dir, res.schema, counts, settings)
-    write_report(report_dir, stats, list(res.files), res.failures_file)
+    write_report(
+        report_dir, stats, list(res.files), res.failures_file, getattr(res, "leakage_file", None)
+    )
 
 
 def _provenance(stores: dict[str, StageStore]) -> dict[bytes, bytes]:

@@ -1,7 +1,8 @@
 """Publish what a reader sees as one step: a versioned release folder and one pointer switch.
 
 A release holds everything of one merge: ``data/`` (the ``data-*.parquet`` files and the dataset
-card), ``failures.parquet``, ``statistics.json``, ``report.html`` and ``manifest.json``. It is
+card), ``failures.parquet``, ``leakage.parquet``, ``duplicates.parquet`` (``--dedup drop``),
+``statistics.json``, ``report.html`` and ``manifest.json``. It is
 built under ``releases/<kind>-<seq>.incomplete``, fsynced and renamed whole; then the pointer
 ``releases/<kind>`` (a symlink) is switched to it with one ``rename``: the only step a reader can
 observe. The documented paths are fixed symlinks through that pointer (``final`` ->
@@ -44,8 +45,15 @@ LINKS = {
         "failures.parquet": "failures.parquet",
         "statistics.json": "statistics.json",
         "report.html": "report.html",
+        "duplicates.parquet": "duplicates.parquet",  # --dedup drop only; dangling otherwise
+        "leakage.parquet": "leakage.parquet",
     },
-    "partial": {"partial": DATA, "partial_failures.parquet": "failures.parquet"},
+    "partial": {
+        "partial": DATA,
+        "partial_failures.parquet": "failures.parquet",
+        "partial_duplicates.parquet": "duplicates.parquet",
+        "partial_leakage.parquet": "leakage.parquet",
+    },
 }
 # links made only when the release holds the file (the files of ``amtprep.commit.artifacts``)
 OPTIONAL_LINKS = {

@@ -74,6 +74,7 @@ SCALAR_FEATURES = [
     ("notes_per_second", pa.float64()),
     ("first_tempo_bpm", pa.float64()),
     ("start_time_signature", pa.string()),
+    ("notes_hash", pa.string()),
 ]
 LIST_FEATURES = [
     ("programs", pa.int16()),
