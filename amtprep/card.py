@@ -33,6 +33,12 @@ COLUMN_DESCRIPTIONS = {
     "error": "failure detail (null when ok)",
     "content_sha256": "SHA-256 of the MIDI file's bytes",
     "content_md5": "MD5 of the MIDI file's bytes (the file MD5 Lakh and GigaMIDI join on)",
+    "notes_hash": "blake2b-128 of the notes (ms times, pitch, velocity, program), sorted: "
+    "equal for the same music whatever the tracks, channels and meta events (docs/dedup.md)",
+    "duplicate_of": "idx of the first row with the same notes (or bytes); null for that first "
+    "row and for rows without duplicates",
+    "duplicate_kind": "exact (same bytes as an earlier row) or musical (same notes); null when "
+    "duplicate_of is null",
     "parser": "MIDI backend that parsed the file (mido or symusic)",
     "ticks_per_beat": "MIDI time division in ticks per quarter note (null for SMPTE timing)",
     "midi_type": "Standard MIDI File type (0, 1 or 2)",
@@ -62,7 +68,7 @@ COLUMN_DESCRIPTIONS = {
     "start_time_signature": "time signature music21 reads at offset 0 (null when none)",
     "instrument_ranking": "programs ranked by MidiCaps' instrument time (128 means drums)",
     "pitch_class_quarters": "pitch-class sums of music21-quantised note lengths in quarters",
-    "key": "MidiCaps tag: Aarden-Essen key as music21 names it, e.g. \"Bb major\"",
+    "key": 'MidiCaps tag: Aarden-Essen key as music21 names it, e.g. "Bb major"',
     "tempo": "MidiCaps tag: first tempo in bpm, rounded (120 when the file sets none)",
     "tempo_word": "MidiCaps tag: Italian tempo marking from the tempo",
     "duration": "MidiCaps tag: duration_s rounded to whole seconds",

@@ -23,6 +23,7 @@ from amtprep.config import (
     MidiConfig,
     RunConfig,
     TextConfig,
+    TokenConfig,
     default_cache_dir,
 )
 from amtprep.errors import AmtprepError, ConfigError, Interrupted
@@ -126,6 +127,15 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
     )
     _add(
         g,
+        "dedup",
+        choices=["mark", "drop"],
+        default="mark",
+        help="duplicates (same bytes or same notes, docs/dedup.md): mark = duplicate_of / "
+        "duplicate_kind columns (default); drop = later rows of each group go to "
+        "duplicates.parquet instead of the data; changing it only republishes",
+    )
+    _add(
+        g,
         "relocate_midi_root",
         action="store_true",
         help="accept a --midi_root other than the one committed shards were made with, after "
@@ -212,6 +222,34 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
     _add(g, "midi_backend", choices=["auto", "mido", "symusic"], default="auto")
     _add(g, "max_midi_bytes", type=_positive_int, default=64 * 1024 * 1024)
     _add(g, "file_timeout", type=float, default=60.0, help="seconds allowed to parse one MIDI file")
+    _add(
+        g,
+        "tokenizer",
+        help="store miditok token ids: remi, tsd, midilike, structured, cpword, octuple, mumidi, "
+        "mmm (miditok's default config; needs amtprep[tokens])",
+    )
+    _add(g, "tokenizer_preset", choices=["text2midi"], help="text2midi's exact REMI tokens")
+    _add(
+        g,
+        "tokenizer_config",
+        type=Path,
+        help="a miditok TokenizerConfig JSON (class from --tokenizer, default REMI) or a saved "
+        "tokenizer JSON",
+    )
+    _add(
+        g,
+        "max_midi_tokens",
+        type=_positive_int,
+        default=None,
+        help="keep the first N tokens (default: all; text2midi preset: 2048)",
+    )
+    _add(
+        g,
+        "tokens_bos_eos",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="wrap each token sequence in BOS ... EOS (default: on for the text2midi preset only)",
+    )
 
     g = p.add_argument_group("text stage")
     g.add_argument(
@@ -259,6 +297,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             "--input_file is required (a .json, .jsonl, .csv or .parquet paired file)"
         )
     cache_dir = args.cache_dir or default_cache_dir()
+    if not (args.tokenizer or args.tokenizer_preset or args.tokenizer_config) and (
+        args.max_midi_tokens is not None or args.tokens_bos_eos is not None
+    ):
+        raise ConfigError(
+            "--max_midi_tokens and --tokens_bos_eos need --tokenizer, --tokenizer_preset or "
+            "--tokenizer_config"
+        )
     midi = MidiConfig(
         backend=args.midi_backend,
         workers=args.workers,
@@ -266,6 +311,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         file_timeout=args.file_timeout,
         use_cache=args.use_cache,
         cache_dir=cache_dir,
+        tokens=TokenConfig(
+            tokenizer=args.tokenizer,
+            preset=args.tokenizer_preset,
+            config_file=args.tokenizer_config,
+            max_tokens=args.max_midi_tokens,
+            bos_eos=args.tokens_bos_eos,
+        ),
     )
     text = TextConfig(
         model=args.text_model,
@@ -302,6 +354,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         keep_midi_bytes=args.keep_midi_bytes,
         rows_per_final_shard=args.rows_per_shard,
         tags=() if args.tags == "none" else (args.tags,),
+        dedup=args.dedup,
         log_level=args.log_level,
         progress=not args.no_progress,
         midi=midi,

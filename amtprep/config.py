@@ -21,6 +21,21 @@ def default_cache_dir() -> Path:
 
 
 @dataclass
+class TokenConfig:
+    """MIDI tokens through miditok (``amtprep.midi.tokenizer``); all None: no token columns."""
+
+    tokenizer: str | None = None  # remi | tsd | midilike | ... (miditok's default config)
+    preset: str | None = None  # text2midi
+    config_file: Path | None = None  # a miditok TokenizerConfig JSON or a saved tokenizer
+    max_tokens: int | None = None  # None: no cut (text2midi preset: 2048)
+    bos_eos: bool | None = None  # wrap in BOS ... EOS; None: on for the text2midi preset only
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokenizer or self.preset or self.config_file)
+
+
+@dataclass
 class MidiConfig:
     backend: str = "auto"  # auto | mido | symusic
     workers: int = 1
@@ -33,6 +48,7 @@ class MidiConfig:
     bytes_column: str | None = None
     archive: Path | None = None  # a .zip/.tar/.tar.gz MIDI root
     work_dir: Path | None = None  # where a tar index / decompressed tar lives (the output dir)
+    tokens: TokenConfig = field(default_factory=TokenConfig)
 
 
 @dataclass
@@ -79,6 +95,7 @@ class RunConfig:
     keep_midi_bytes: bool = False  # carry that column into the final rows
     rows_per_final_shard: int = ROWS_PER_FINAL_SHARD
     tags: tuple[str, ...] = ()  # tag sets added at merge (amtprep.tags.TAG_SETS), e.g. midicaps
+    dedup: str = "mark"  # duplicates at merge (amtprep.dedup): mark (columns) or drop
     log_level: str = "info"
     progress: bool = True
     midi: MidiConfig = field(default_factory=MidiConfig)

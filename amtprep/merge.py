@@ -3,7 +3,10 @@
 Output, written into a release's staging folder (``amtprep.commit.publish`` makes it visible in
 one step): ``data-00000-of-0000N.parquet`` with one row per record that succeeded in both
 stages, ordered by idx, and ``failures.parquet`` with one row per (record, stage) that failed.
-Every idx of the covered range lands in exactly one of the two. Only shards the commit logs
+Every idx of the covered range lands in exactly one of the two -- or, with ``dedup="drop"``, of
+the three: data, failures and ``duplicates.parquet`` (the later rows of each duplicate group,
+``amtprep.dedup``). Every data row carries ``duplicate_of`` / ``duplicate_kind``; the groups that
+cross the input's ``test_set`` split go to ``leakage.parquet`` in both modes. Only shards the commit logs
 name are read — never a folder glob. Memory is bounded by a chunk of records and one shard per
 stage, plus two bytes per input row for the masks.
 
@@ -25,6 +28,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from amtprep.config import ROWS_PER_FINAL_SHARD
+from amtprep.dedup import (
+    DUPLICATES_SCHEMA,
+    SPLIT_COLUMN,
+    LeakageCollector,
+    find_duplicates,
+)
 from amtprep.io.shards import ShardEntry, dictionary_columns
 from amtprep.records import Record
 from amtprep.tags import midicaps_columns
@@ -60,6 +69,10 @@ class MergeResult:
     failed_records: int
     covered: int  # records present in both stages
     schema: pa.Schema | None
+    dedup: str = "mark"
+    duplicates: dict | None = None  # counts (amtprep.dedup.Duplicates.counts) + leakage
+    duplicates_file: Path | None = None  # drop mode: the rows left out of the data
+    leakage_file: Path | None = None
 
 
 class _ShardCursor:
@@ -235,6 +248,9 @@ def merge_stages(
     extra_schema: pa.Schema | None = None,
     tags: tuple[str, ...] = (),
     keep_midi_bytes: bool = False,
+    dedup: str = "mark",
+    duplicates_path: Path | None = None,
+    leakage_path: Path | None = None,
 ) -> MergeResult:
     """Write the data files into the empty folder ``dest`` and the failures to ``failures_path``
     from the committed shards of the "midi" and "text" stages (``source``: the InputSource).
@@ -243,7 +259,10 @@ def merge_stages(
     ``extra_schema``: the carried columns' types (``extra_schema_for``); inferred here when None.
     ``tags``: tag sets derived from the MIDI rows (``amtprep.tags``), e.g. ``("midicaps",)``.
     ``keep_midi_bytes``: carry the input's MIDI bytes column (``--midi_bytes_column``), read by
-    row group beside the chunk; otherwise that bulky column is left out. Raises OSError.
+    row group beside the chunk; otherwise that bulky column is left out.
+    ``dedup``: ``mark`` or ``drop`` (``amtprep.dedup``); ``duplicates_path`` (drop mode) and
+    ``leakage_path`` default to files beside ``failures_path``.
+    Raises OSError.
     """
     extra_columns = list(source.extra_columns)
     (midi_dir, midi_entries), (text_dir, text_entries) = stages["midi"], stages["text"]
@@ -251,7 +270,17 @@ def merge_stages(
     t_cov, t_ok = _ok_mask(text_dir, text_entries, total)
     both = m_cov & t_cov
     good = both & m_ok & t_ok
-    n_rows = int(good.sum())
+    dups = find_duplicates(midi_dir, midi_entries, good, total)
+    drop = dedup == "drop"
+    if dedup not in ("mark", "drop"):
+        raise ValueError(f"dedup must be mark or drop, not {dedup!r}")
+    data = good & ~dups.is_duplicate() if drop else good
+    duplicates_path = duplicates_path or failures_path.with_name("duplicates.parquet")
+    leakage_path = leakage_path or failures_path.with_name("leakage.parquet")
+    leakage = LeakageCollector(dups)
+    dup_writer: pq.ParquetWriter | None = None
+    dropped = 0
+    n_rows = int(data.sum())
     n_files = max(1, math.ceil(n_rows / rows_per_shard))
     wanted = _wanted(both)
     if extra_schema is None:
@@ -263,6 +292,7 @@ def merge_stages(
     tag_names = tag_columns_named(tags, set(extra_schema.names))
     bytes_column = getattr(source, "midi_bytes_column", None) if keep_midi_bytes else None
     bytes_reader = _bytes_reader(source, bytes_column)
+    has_split = SPLIT_COLUMN in extra_schema.names
     tmp = dest
     midi_cur, text_cur = _ShardCursor(midi_dir, midi_entries), _ShardCursor(text_dir, text_entries)
     writer: pq.ParquetWriter | None = None
@@ -321,7 +351,26 @@ def merge_stages(
         if bytes_reader is not None and bytes_column not in cols:
             read = bytes_reader.read(m.column("idx").to_pylist())
             cols[bytes_column] = pa.array([data for data, _ in read], pa.large_binary())
+        row_idx = m.column("idx").to_numpy()
+        cols["duplicate_of"] = dups.duplicate_of(row_idx)
+        cols["duplicate_kind"] = dups.kinds(row_idx)
         out = pa.table(cols).filter(ok)
+        out_idx = out.column("idx").to_numpy()
+        if has_split:
+            ok_np = good[row_idx]
+            splits = [r.extra.get(SPLIT_COLUMN) for r, k in zip(rec_sel, ok_np, strict=True) if k]
+            leakage.add(out_idx, out.column("id"), out.column("midi_path"), splits)
+        if drop:
+            later = dups.is_duplicate()[out_idx]
+            if later.any():
+                gone = out.filter(pa.array(later))
+                if dup_writer is None:
+                    dup_writer = pq.ParquetWriter(duplicates_path, DUPLICATES_SCHEMA)
+                dup_writer.write_table(gone.select(DUPLICATES_SCHEMA.names).cast(DUPLICATES_SCHEMA))
+                dropped += gone.num_rows
+                out = out.filter(pa.array(~later))
+            if not out.num_rows:
+                continue
         if schema is None:
             schema = _order(out.schema).with_metadata(metadata or {})
         out = out.select(schema.names).cast(schema)
@@ -346,6 +395,20 @@ def merge_stages(
         pq.write_table(FAILURE_SCHEMA.empty_table(), failures_path)
     else:
         fail_writer.close()
+    if dup_writer is not None:
+        dup_writer.close()
+    elif drop:
+        pq.write_table(DUPLICATES_SCHEMA.empty_table(), duplicates_path)
+    leaks = leakage.table()
+    pq.write_table(leaks, leakage_path)
+    dup_counts = {
+        "mode": dedup,
+        **dups.counts(),
+        "dropped": dropped,
+        "split_column": SPLIT_COLUMN if has_split else None,
+        "leakage_groups": len(set(leaks.column("group").to_pylist())),
+        "leakage_rows": leaks.num_rows,
+    }
     if (
         not files
     ):  # no successful rows: still publish an empty first shard so loaders find the split
@@ -362,6 +425,10 @@ def merge_stages(
         failed_records=failed_records,
         covered=int(both.sum()),
         schema=schema,
+        dedup=dedup,
+        duplicates=dup_counts,
+        duplicates_file=duplicates_path if drop else None,
+        leakage_file=leakage_path,
     )
 
 
@@ -374,7 +441,16 @@ def _bytes_reader(source, column: str | None):
 
 
 _FIRST = ["idx", "id", "midi_path", "caption"]
-_LAST = ["notes", "n_tokens", "truncated", "embedding"]
+_LAST = [
+    "notes",
+    "tokens",
+    "n_tokens_midi",
+    "tokens_truncated",
+    "token_track_lengths",
+    "n_tokens",
+    "truncated",
+    "embedding",
+]
 
 
 def _order(schema: pa.Schema) -> pa.Schema:

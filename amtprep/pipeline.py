@@ -13,6 +13,7 @@ Public: ``run``, ``RunSummary``, ``reset_outputs``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from amtprep import __version__
+from amtprep.commit.artifacts import ARTIFACTS_KEY, committed_artifacts, save_stage_artifacts
 from amtprep.commit.identity import check_identity
 from amtprep.commit.publish import (
     begin_release,
@@ -118,11 +120,14 @@ def stage_request(name: str, cfg: RunConfig) -> dict[str, Any]:
     if name == "midi":
         from amtprep.versions import FEATURE_VERSION
 
-        return {
+        request = {
             "backend": cfg.midi.backend,
             "feature_version": FEATURE_VERSION,
             "amtprep": __version__,
         }
+        if cfg.midi.tokens.enabled:
+            request["tokens"] = _token_request(cfg.midi.tokens)
+        return request
     t = cfg.text
     return _as_json(
         {
@@ -135,6 +140,31 @@ def stage_request(name: str, cfg: RunConfig) -> dict[str, Any]:
             "embedding_dtype": t.embedding_dtype,
             "use_gpu": t.use_gpu,
             "amtprep": __version__,
+        }
+    )
+
+
+def _token_request(tokens) -> dict[str, Any]:
+    """The token settings as asked for, without importing miditok: the config file's content
+    hash (an edited file asks again) and the installed miditok's version (another one builds
+    the stage, whose fingerprint then refuses the resume naming it)."""
+    from amtprep import versions
+
+    config_sha = None
+    if tokens.config_file:
+        try:
+            config_sha = hashlib.sha256(Path(tokens.config_file).read_bytes()).hexdigest()
+        except OSError:
+            config_sha = "unreadable"  # the stage, when built, says why
+    return _as_json(
+        {
+            "tokenizer": tokens.tokenizer,
+            "preset": tokens.preset,
+            "config_sha256": config_sha,
+            "max_tokens": tokens.max_tokens,
+            "bos_eos": tokens.bos_eos,
+            "miditok": versions.miditok_version(),
+            "symusic": versions.symusic_version(),
         }
     )
 
@@ -357,6 +387,7 @@ def _imports_for(stage: str):
 def _run_stage(cfg, source, stage, store, input_fp, total, stop, request) -> StageResult:
     name = stage.name
     check_identity(store, input_fp, stage.fingerprint())
+    save_stage_artifacts(stage, store.shard_dir)
     runner = StageRunner(
         stage,
         store,
@@ -398,7 +429,7 @@ def _resume_hint(cfg: RunConfig) -> str:
 
 def _manifest(cfg: RunConfig, stores: dict[str, StageStore], kind: str) -> dict[str, Any]:
     """What a release was made from: equal manifests mean an equal release."""
-    return {
+    manifest = {
         "kind": kind,
         "stages": {s: stores[s].head() for s in WORK_STAGES},
         "input_sha256": ((stores["midi"].identity or {}).get("input") or {}).get("sha256"),
@@ -406,8 +437,13 @@ def _manifest(cfg: RunConfig, stores: dict[str, StageStore], kind: str) -> dict[
         "amtprep_version": __version__,
         # absent (None) without tags, so releases published before tags existed stay equal
         "tags": list(cfg.tags) or None,
+        "dedup": cfg.dedup,
         "keep_midi_bytes": cfg.keep_midi_bytes or None,  # None when off: older manifests equal
     }
+    artifacts = ((stores["midi"].identity or {}).get("settings") or {}).get(ARTIFACTS_KEY)
+    if artifacts:  # tokenizer.json / vocab.json published beside the data, by hash
+        manifest["artifacts"] = artifacts
+    return manifest
 
 
 def _merge(
@@ -434,6 +470,7 @@ def _merge(
         except (OSError, ValueError):
             summary.statistics = None
         return cfg.output_dir / kind
+    artifacts = committed_artifacts(stores["midi"])
     release = begin_release(cfg.output_dir, kind)
     meta = _provenance(stores)
     t = time.perf_counter()
@@ -444,6 +481,7 @@ def _merge(
         release.data_dir,
         rows_per_shard=cfg.rows_per_final_shard,
         tags=tuple(cfg.tags),
+        dedup=cfg.dedup,
         keep_midi_bytes=cfg.keep_midi_bytes,
         metadata=meta,
         failures_path=release.root / "failures.parquet",
@@ -456,6 +494,8 @@ def _merge(
     )
     stats_dir = release.root if kind == "final" else release.data_dir
     (stats_dir / "statistics.json").write_text(json.dumps(stats, indent=2, default=str) + "\n")
+    for name, data in artifacts.items():
+        (stats_dir / name).write_bytes(data)
     summary.statistics = stats
     _write_card_and_report(release.data_dir, stats_dir, res, stats, stores)
     dest = publish_release(cfg.output_dir, release, manifest)
@@ -486,9 +526,13 @@ def _write_card_and_report(
         "failed_records": res.failed_records,
         "failures_by_stage": {s: stats["stages"][s].get("failed", 0) for s in WORK_STAGES},
     }
+    if res.duplicates is not None:
+        counts["duplicates"] = res.duplicates
     if res.schema is not None:
         write_dataset_card(data_dir, res.schema, counts, settings)
-    write_report(report_dir, stats, list(res.files), res.failures_file)
+    write_report(
+        report_dir, stats, list(res.files), res.failures_file, getattr(res, "leakage_file", None)
+    )
 
 
 def _provenance(stores: dict[str, StageStore]) -> dict[bytes, bytes]:

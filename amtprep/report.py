@@ -1,7 +1,7 @@
 """A self-contained HTML report with plots of the final dataset and its failures.
 
 Public API:
-    write_report(output_dir, statistics, final_files, failures_file) -> Path | None
+    write_report(output_dir, statistics, final_files, failures_file, leakage_file=None)
     GM_PROGRAM_NAMES        the 128 General MIDI program names (index 128 means drums)
     program_name(program) -> str
 
@@ -344,6 +344,35 @@ table.counts td { text-align: right; font-variant-numeric: tabular-nums; }
 """
 
 
+LEAKAGE_ROWS = 50  # leaking group members listed in the report; leakage.parquet has them all
+
+
+def _duplicates_section(statistics: dict[str, Any], leakage_file: Path | None) -> str:
+    """Counts of ``statistics["duplicates"]`` and the first leaking groups' members."""
+    dups = statistics.get("duplicates")
+    if not dups:
+        return ""
+    rows = "\n".join(
+        f"<tr><th>{html.escape(k)}</th><td>{_format(v)}</td></tr>" for k, v in dups.items()
+    )
+    parts = ["<h2>Duplicates and leakage</h2>", f"<table class='counts'>\n{rows}\n</table>"]
+    if leakage_file is not None and Path(leakage_file).exists() and dups.get("leakage_rows"):
+        table = pq.read_table(leakage_file).slice(0, LEAKAGE_ROWS).to_pylist()
+        names = ("group", "idx", "id", "midi_path", "test_set", "duplicate_kind")
+        head = "".join(f"<th>{n}</th>" for n in names)
+        body = "\n".join(
+            "<tr>" + "".join(f"<td>{_format(r.get(n))}</td>" for n in names) + "</tr>"
+            for r in table
+        )
+        more = dups["leakage_rows"] - len(table)
+        note = f"<p>{more:,} more rows in leakage.parquet</p>" if more > 0 else ""
+        parts.append(
+            "<p>Groups of the same music on both sides of the input's split:</p>"
+            f"<table class='leakage'>\n<tr>{head}</tr>\n{body}\n</table>{note}"
+        )
+    return "\n".join(parts)
+
+
 def _html(tables: str, plots: list[tuple[str, bytes]], failure_table: str) -> str:
     figures = "\n".join(
         f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,"
@@ -389,6 +418,7 @@ def write_report(
     statistics: dict[str, Any],
     final_files: list[Path],
     failures_file: Path | None,
+    leakage_file: Path | None = None,
 ) -> Path | None:
     """Write ``<output_dir>/report.html``; return its path, or None when matplotlib is missing.
 
@@ -403,7 +433,8 @@ def write_report(
     data = _read_final(final_files)
     failures = _read_failures(failures_file)
     page = _html(
-        _counts_table(statistics or {}, data.rows, failures),
+        _counts_table(statistics or {}, data.rows, failures)
+        + _duplicates_section(statistics or {}, leakage_file),
         _plots(data, failures),
         _failure_table(failures),
     )

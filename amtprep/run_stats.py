@@ -96,6 +96,7 @@ def build_statistics(
         "failure_rows": merge_result.failures,
         "records_in_both_stages": merge_result.covered,
         "final_files": [p.name for p in merge_result.files],
+        "duplicates": getattr(merge_result, "duplicates", None),
         "wall_time_seconds": round(time.time() - started, 3),
         "processing_seconds": round(
             sum(s.get("processing_seconds", 0) for s in stages.values()) + merge_seconds, 3

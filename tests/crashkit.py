@@ -113,9 +113,20 @@ def read_published(out: Path, kind: str = "final"):
     return idx, failed, json.loads(stats.read_text()), [f.name for f in files]
 
 
+def read_duplicates(out: Path, kind: str, stats: dict) -> list[int]:
+    """Idx of the rows a ``--dedup drop`` release left out of the data (none otherwise)."""
+    import pyarrow.parquet as pq
+
+    if ((stats.get("duplicates") or {}).get("mode")) != "drop":
+        return []
+    name = {"final": "duplicates.parquet", "partial": "partial_duplicates.parquet"}[kind]
+    return pq.read_table(out / name, columns=["idx"]).column("idx").to_pylist()
+
+
 def invariant(out: Path, kind: str = "final") -> str | None:
     """At any instant, the documented paths show one whole release: every record in exactly one
-    of the data files and the failures, and statistics that describe exactly those files."""
+    of the data files, the failures and (``--dedup drop``) the duplicates, and statistics that
+    describe exactly those files."""
     data, fails, stats = {
         "final": ("final", "failures.parquet", "statistics.json"),
         "partial": ("partial", "partial_failures.parquet", "partial/statistics.json"),
@@ -128,14 +139,23 @@ def invariant(out: Path, kind: str = "final") -> str | None:
         visible = [n for n in (fails, stats) if (out / n).exists()]
         return f"{kind}: {visible} visible without the data folder" if visible else None
     idx, failed, st, names = seen
+    try:
+        dups = read_duplicates(out, kind, st)
+    except (OSError, ValueError) as exc:
+        return f"{kind}: duplicates unreadable at the crash point: {type(exc).__name__}: {exc}"
     problems = []
     if len(set(idx)) != len(idx):
         problems.append("a record twice in the data files")
     if set(idx) & set(failed):
         problems.append("a record in both the data and the failures")
+    if len(set(dups)) != len(dups) or set(dups) & (set(idx) | set(failed)):
+        problems.append("a duplicate twice, or also in the data or the failures")
+    if dups and st["duplicates"]["dropped"] != len(dups):
+        problems.append("statistics describe other duplicates")
     expected = st["total_records"] if kind == "final" else st["records_in_both_stages"]
-    if len(set(idx) | set(failed)) != expected:
-        problems.append(f"{len(set(idx) | set(failed))} records published, expected {expected}")
+    published = len(set(idx) | set(failed) | set(dups))
+    if published != expected:
+        problems.append(f"{published} records published, expected {expected}")
     if st["final_rows"] != len(idx) or st["final_files"] != names:
         problems.append("statistics describe other data files")
     if st["failure_rows"] != len(failed) or st["failed_records"] != len(set(failed)):

@@ -1,19 +1,23 @@
 """Publish what a reader sees as one step: a versioned release folder and one pointer switch.
 
 A release holds everything of one merge: ``data/`` (the ``data-*.parquet`` files and the dataset
-card), ``failures.parquet``, ``statistics.json``, ``report.html`` and ``manifest.json``. It is
+card), ``failures.parquet``, ``leakage.parquet``, ``duplicates.parquet`` (``--dedup drop``),
+``statistics.json``, ``report.html`` and ``manifest.json``. It is
 built under ``releases/<kind>-<seq>.incomplete``, fsynced and renamed whole; then the pointer
 ``releases/<kind>`` (a symlink) is switched to it with one ``rename``: the only step a reader can
 observe. The documented paths are fixed symlinks through that pointer (``final`` ->
 ``releases/final/data``, ``statistics.json`` -> ``releases/final/statistics.json``, ...), made
 before the switch (dangling until the first one), so at every instant they all show the old
 release, or all the new one, or (before the first publish) nothing. A release without a report
-leaves ``report.html`` dangling. Older releases are removed after the switch.
+leaves ``report.html`` dangling. Older releases are removed after the switch. ``OPTIONAL_LINKS``
+(a run with tokens: ``tokenizer.json``, ``vocab.json``) are made like the others when the
+release holds the file, and removed after the switch when it does not.
 
 On object storage the pointer is a small object written with a conditional put (see
 docs/architecture.md).
 
-Public: ``Release``, ``begin_release``, ``publish_release``, ``current_manifest``, ``LINKS``.
+Public: ``Release``, ``begin_release``, ``publish_release``, ``current_manifest``, ``LINKS``,
+``OPTIONAL_LINKS``.
 """
 
 from __future__ import annotations
@@ -41,8 +45,20 @@ LINKS = {
         "failures.parquet": "failures.parquet",
         "statistics.json": "statistics.json",
         "report.html": "report.html",
+        "duplicates.parquet": "duplicates.parquet",  # --dedup drop only; dangling otherwise
+        "leakage.parquet": "leakage.parquet",
     },
-    "partial": {"partial": DATA, "partial_failures.parquet": "failures.parquet"},
+    "partial": {
+        "partial": DATA,
+        "partial_failures.parquet": "failures.parquet",
+        "partial_duplicates.parquet": "duplicates.parquet",
+        "partial_leakage.parquet": "leakage.parquet",
+    },
+}
+# links made only when the release holds the file (the files of ``amtprep.commit.artifacts``)
+OPTIONAL_LINKS = {
+    "final": {"tokenizer.json": "tokenizer.json", "vocab.json": "vocab.json"},
+    "partial": {},
 }
 
 
@@ -119,7 +135,8 @@ def publish_release(output_dir: Path, release: Release, manifest: dict[str, Any]
     crashpoint(f"{kind}.release_renamed")
     # The fixed links go through the pointer, so they may be made first (dangling before the
     # first release): the pointer switch is then the one step that changes what readers see.
-    for path, inside in LINKS[kind].items():
+    optional = {p: i for p, i in OPTIONAL_LINKS[kind].items() if (final_root / i).exists()}
+    for path, inside in {**LINKS[kind], **optional}.items():
         _switch_link(output_dir / path, f"{RELEASES}/{kind}/{inside}")
     fsync_dir(output_dir)
     crashpoint(f"{kind}.linked")
@@ -127,6 +144,9 @@ def publish_release(output_dir: Path, release: Release, manifest: dict[str, Any]
     _switch_link(pointer, final_root.name)
     fsync_dir(pointer.parent)
     crashpoint(f"{kind}.switched")
+    for path in OPTIONAL_LINKS[kind]:
+        if path not in optional and (output_dir / path).is_symlink():
+            (output_dir / path).unlink()  # the release has no such file: no dangling link
     for p in final_root.parent.iterdir():
         if p.name.startswith(f"{kind}-") and p != final_root and p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
@@ -158,7 +178,7 @@ def remove_releases(output_dir: Path) -> list[Path]:
     """Everything published (releases, pointers, fixed links); for --force_restart/reset."""
     removed = []
     for kind, links in LINKS.items():
-        for path in links:
+        for path in [*links, *OPTIONAL_LINKS[kind]]:
             p = output_dir / path
             if p.is_symlink() or p.is_file():
                 p.unlink()

@@ -7,6 +7,8 @@ Layers: ``container`` (raw SMF chunks) -> ``parse_mido`` / ``parse_symusic`` -> 
 (``notes``: pairing rule) -> ``features`` (pure, with ``tempo``, ``key`` and
 ``tag_features``, the raw values of MidiCaps' tags) -> ``extract``
 (one file) -> ``pool`` (worker processes) -> ``schema`` (Arrow) -> ``stage``; ``cache`` beside.
+With tokens, ``tokenizer`` (miditok, built once) and ``tokens`` (ids of the Score the parser
+built, and their columns) join ``extract``.
 """
 
 from amtprep.midi.extract import BACKENDS, extract_bytes

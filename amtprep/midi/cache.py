@@ -1,13 +1,15 @@
 """Per-file feature cache on disk (diskcache), keyed by content, never by path.
 
-Public API: ``FeatureCache(directory, backend)`` with ``content_hash(data)``, ``key(sha256)``,
-``get(key)``, ``put(key, row)``, ``extract(path, max_bytes)``, ``lookup(data, sha256, where)``, ``rows(outcomes)``,
+Public API: ``FeatureCache(directory, backend, tokenizer=None)`` with ``content_hash(data)``,
+``key(sha256)``, ``get(key)``, ``put(key, row)``, ``extract(path, max_bytes)``,
+``lookup(data, sha256, where)``, ``rows(outcomes)``,
 ``take_counts() -> (hits, misses, dropped)`` and ``close()``.
 
-Key = sha256(file bytes) + ``FEATURE_VERSION`` + backend, so an edited file or a new feature
-version misses and a renamed or copied file hits. Values are the file's result row
-(``schema.RESULT_SCHEMA``) as Arrow IPC bytes: exactly what the workers produce, so a hit needs
-no conversion. Only files that parsed are stored; failures are not, so a fixed file or a raised
+Key = sha256(file bytes) + ``FEATURE_VERSION`` + backend (+ the tokenizer's ``cache_tag``: its
+params, vocabulary, cut, BOS/EOS and the miditok/symusic versions), so an edited file, a new
+feature version or other tokens miss and a renamed or copied file hits. Values are the file's
+result row (the run's result schema, token columns included) as Arrow IPC bytes: exactly what
+the workers produce, so a hit needs no conversion. Only files that parsed are stored; failures are not, so a fixed file or a raised
 limit is retried.
 
 The pool's workers use it (diskcache is safe across processes): ``extract`` reads a file once,
@@ -29,7 +31,7 @@ import pyarrow as pa
 
 from amtprep.midi.errors import MidiFileError
 from amtprep.midi.extract import FileResult, extract_data, read_midi_bytes
-from amtprep.midi.schema import RESULT_SCHEMA, from_ipc, in_order, result_table, to_ipc
+from amtprep.midi.schema import from_ipc, in_order, result_schema, result_table, to_ipc
 from amtprep.midi.version import FEATURE_VERSION
 from amtprep.records import STATUS_OK
 
@@ -37,10 +39,15 @@ logger = logging.getLogger(__name__)
 
 
 class FeatureCache:
-    def __init__(self, directory: Path, backend: str) -> None:
+    def __init__(self, directory: Path, backend: str, tokenizer=None) -> None:
         self._cache = diskcache.Cache(str(directory))
         self._backend = backend
+        self._tokenizer = tokenizer
+        self._groups = tokenizer.groups if tokenizer is not None else ()
+        self._schema = result_schema(self._groups)
         self._suffix = f":{FEATURE_VERSION}:{backend}"
+        if tokenizer is not None:
+            self._suffix += f":tokens-{tokenizer.cache_tag()}"
         self._hits = self._misses = self._dropped = 0
 
     @staticmethod
@@ -57,8 +64,8 @@ class FeatureCache:
             return None
         try:
             row = from_ipc(data)
-            if row.schema.names != RESULT_SCHEMA.names:  # written before a column was added
-                raise TypeError("columns differ from this version's result rows")
+            if row.schema != self._schema:
+                raise TypeError("its columns are not this run's")
             return row
         except (pa.ArrowException, TypeError) as exc:
             logger.warning("MIDI cache entry %s unreadable (%s); parsing the file again", key, exc)
@@ -85,18 +92,18 @@ class FeatureCache:
             self._hits += 1
             return hit
         self._misses += 1
-        return extract_data(data, sha256, self._backend, where)
+        return extract_data(data, sha256, self._backend, where, self._tokenizer)
 
     def rows(self, outcomes: Sequence[pa.Table | FileResult]) -> pa.Table:
         """Result rows of ``extract``'s outcomes, in order; stores the fresh rows that parsed."""
         fresh_at = [i for i, o in enumerate(outcomes) if isinstance(o, FileResult)]
-        fresh = result_table([outcomes[i] for i in fresh_at])
+        fresh = result_table([outcomes[i] for i in fresh_at], self._groups)
         statuses = fresh.column("status").to_pylist()
         for j, sha256 in enumerate(fresh.column("content_sha256").to_pylist()):
             if statuses[j] == STATUS_OK:
                 self.put(self.key(sha256), fresh.slice(j, 1))
         hits = [([i], o) for i, o in enumerate(outcomes) if not isinstance(o, FileResult)]
-        return in_order([(fresh_at, fresh), *hits], len(outcomes))
+        return in_order([(fresh_at, fresh), *hits], len(outcomes), self._schema)
 
     def take_counts(self) -> tuple[int, int, int]:
         """Hits, misses and unreadable entries dropped since the last call."""

@@ -1,8 +1,14 @@
 """One MIDI file in, one ``FileResult`` out: the unit of work a pool worker runs.
 
 Public API: ``BACKENDS``, ``FileResult``, ``read_midi_bytes(path, max_bytes)``,
-``extract_file(path, backend, max_bytes)``, ``extract_data(data, sha256, backend, where)`` (the
-same for bytes already read) and ``extract_bytes(data, backend) -> (parser, MidiFeatures)``.
+``extract_file(path, backend, max_bytes, tokenizer=None)``, ``extract_data(data, sha256,
+backend, where, tokenizer=None)`` (the same for bytes already read), ``parse_bytes(data,
+backend) -> (parser, ParsedMidi)`` and ``extract_bytes(data, backend) -> (parser, MidiFeatures)``.
+
+With a ``tokenizer.MidiTokenizer`` the file's token ids come from the Score the parser built
+(``tokens.score_for_tokens``: no second parse). A file that parses but that miditok (or symusic,
+for a file mido parsed) cannot tokenize is a failed row, ``tokenize_failed``: a final row always
+has its tokens, and ``--retry_failed`` after a miditok fix retries exactly those files.
 
 Backends: ``"mido"`` is the reference (retried with ``clip=True`` on data bytes > 127, reported
 as parser ``"mido_clip"``); ``"symusic"`` parses with symusic and fails files it rejects;
@@ -34,6 +40,7 @@ from amtprep.midi.features import MidiFeatures, compute_features
 from amtprep.midi.notes import ParsedMidi
 from amtprep.midi.parse_mido import parse_mido
 from amtprep.midi.parse_symusic import parse_symusic
+from amtprep.midi.tokens import TokenIds, score_for_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +55,7 @@ class FileResult:
     features: MidiFeatures | None = None
     error_type: str | None = None
     error: str | None = None
+    tokens: TokenIds | None = None  # with a tokenizer, on every row that succeeded
 
     @classmethod
     def failed(
@@ -65,6 +73,12 @@ def _parse_with_mido(data: bytes) -> tuple[str, ParsedMidi]:
 
 def extract_bytes(data: bytes, backend: str) -> tuple[str, MidiFeatures]:
     """Raises ``MidiFileError`` subclasses for files that yield no features."""
+    parser, parsed = parse_bytes(data, backend)
+    return parser, compute_features(parsed)
+
+
+def parse_bytes(data: bytes, backend: str) -> tuple[str, ParsedMidi]:
+    """Raises ``MidiFileError`` subclasses for files that cannot be parsed."""
     if not data:
         raise EmptyFileError("file is empty (0 bytes)")
     header = read_header(data)
@@ -79,7 +93,7 @@ def extract_bytes(data: bytes, backend: str) -> tuple[str, MidiFeatures]:
             if backend == "symusic":
                 raise
             parser, parsed = _parse_with_mido(data)
-    return parser, compute_features(parsed)
+    return parser, parsed
 
 
 def read_midi_bytes(path: str, max_bytes: int) -> bytes:
@@ -113,22 +127,31 @@ def read_midi_bytes(path: str, max_bytes: int) -> bytes:
     return data
 
 
-def extract_file(path: str, backend: str, max_bytes: int) -> FileResult:
+def extract_file(path: str, backend: str, max_bytes: int, tokenizer=None) -> FileResult:
     try:
         data = read_midi_bytes(path, max_bytes)
     except MidiFileError as exc:
         return FileResult.failed(exc.error_type, str(exc))
-    return extract_data(data, hashlib.sha256(data).hexdigest(), backend, path)
+    return extract_data(data, hashlib.sha256(data).hexdigest(), backend, path, tokenizer)
 
 
-def extract_data(data: bytes, sha256: str, backend: str, where: str) -> FileResult:
-    """``data`` (read from ``where``, hashing to ``sha256``) parsed into features; never raises."""
+def extract_data(data: bytes, sha256: str, backend: str, where: str, tokenizer=None) -> FileResult:
+    """``data`` (read from ``where``, hashing to ``sha256``) parsed into features, and tokens
+    with a ``tokenizer``; never raises."""
     md5 = hashlib.md5(data).hexdigest()
     try:
-        parser, features = extract_bytes(data, backend)
-        return FileResult(sha256=sha256, md5=md5, parser=parser, features=features)
+        parser, parsed = parse_bytes(data, backend)
+        features = compute_features(parsed)
     except MidiFileError as exc:
         return FileResult.failed(exc.error_type, str(exc), sha256, md5)
     except Exception as exc:  # a parser bug on hostile input must not take the batch down
         logger.warning("unexpected %s on %s", type(exc).__name__, where, exc_info=True)
         return FileResult.failed("internal_error", f"{type(exc).__name__}: {exc}", sha256, md5)
+    if tokenizer is None:
+        return FileResult(sha256=sha256, md5=md5, parser=parser, features=features)
+    try:
+        tokens = tokenizer.encode(score_for_tokens(data, parsed))
+    except Exception as exc:  # miditok and symusic raise plain built-in errors
+        message = f"{tokenizer.name} tokenizer: {type(exc).__name__}: {exc}"
+        return FileResult.failed("tokenize_failed", message, sha256, md5)
+    return FileResult(sha256=sha256, md5=md5, parser=parser, features=features, tokens=tokens)

@@ -20,19 +20,25 @@ Definitions (documented here once; ``schema`` only names the columns):
 - Tempo, time and key signatures: events at the same tick collapse to the last one (mido's merged
   order); the first value is reported ("4/4", "A minor"; null when the file has none, tempo then
   120 bpm) and ``n_*_changes`` counts later events that change the value.
+- ``notes_hash``: what counts as "the same music" for duplicate detection (docs/dedup.md): a
+  blake2b-128 hex digest of the notes as (start, end, pitch, velocity, program) with start and
+  end in seconds rounded to the millisecond, drums as program 128, sorted. Track order, track
+  names, channels, meta events and the way the tempo map or the division express the same
+  timing do not change it; a tempo change that moves a note does. None without notes.
 - ``first_tempo_bpm``, ``start_time_signature``, ``pitch_class_quarters`` and
   ``instrument_ranking``: the raw values of MidiCaps' tags, defined in ``tag_features``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from amtprep.midi.key import estimate_key
 from amtprep.midi import tag_features
+from amtprep.midi.key import estimate_key
 from amtprep.midi.notes import GM_DRUMS, ParsedMidi
 from amtprep.midi.tempo import TempoMap
 
@@ -69,6 +75,7 @@ class MidiFeatures:
     start_time_signature: str | None
     pitch_class_quarters: np.ndarray | None  # float64[12]
     instrument_ranking: np.ndarray  # int16
+    notes_hash: str | None
     # The note sequence, one entry per note, in the documented order.
     note_pitch: np.ndarray  # int8
     note_velocity: np.ndarray  # uint8
@@ -155,6 +162,32 @@ def _top_instruments(time_per_program: np.ndarray, present: np.ndarray) -> np.nd
     return ranked[:TOP_INSTRUMENTS].astype(np.int16)
 
 
+NOTES_HASH_PERSON = b"amtprep-notes-1"
+
+
+def notes_hash(
+    start_s: np.ndarray, end_s: np.ndarray, pitch: np.ndarray, velocity, program
+) -> str | None:
+    """The note content's digest (see the module docstring), independent of input order."""
+    if not len(pitch):
+        return None
+    start_ms = np.rint(np.asarray(start_s, np.float64) * 1000.0).astype(np.int64)
+    end_ms = np.rint(np.asarray(end_s, np.float64) * 1000.0).astype(np.int64)
+    rows = np.stack(
+        [
+            start_ms,
+            end_ms,
+            np.asarray(pitch, np.int64),
+            np.asarray(velocity, np.int64),
+            np.asarray(program, np.int64),
+        ],
+        axis=1,
+    )
+    order = np.lexsort(rows.T[::-1])  # by start, then end, pitch, velocity, program
+    data = np.ascontiguousarray(rows[order]).astype("<i8", copy=False).tobytes()
+    return hashlib.blake2b(data, digest_size=16, person=NOTES_HASH_PERSON).hexdigest()
+
+
 def compute_features(parsed: ParsedMidi) -> MidiFeatures:
     meta = parsed.meta
     tempo_map = TempoMap.build(parsed.division, meta.tempo_tick, meta.tempo_value)
@@ -224,6 +257,7 @@ def compute_features(parsed: ParsedMidi) -> MidiFeatures:
             notes.start_tick[order], notes.end_tick[order], pitch, program, parsed.division
         ),
         instrument_ranking=tag_features.instrument_ranking(notes),
+        notes_hash=notes_hash(start, end, pitch, velocity, program),
         note_pitch=pitch,
         note_velocity=velocity,
         note_start_s=start,

@@ -32,6 +32,7 @@ from amtprep.midi.container import MidiHeader
 INT32_MAX = 2**31 - 1  # symusic stores ticks as int32
 _END_OF_TRACK = b"\xff\x2f\x00"
 _END_MARKER = b"\xff\x06\x01\x00"
+END_MARKER = _END_MARKER  # public: ``tokens`` tells a file's own such markers from ours
 
 _LO, _HI = rb"[\x00-\x7f]", rb"[\x80-\xff]"
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -82,6 +83,10 @@ class ParsedMidi:
     notes: NoteTable
     meta: MetaEvents
     info: dict = field(default_factory=dict)
+    # The symusic.Score the symusic backend parsed (None after mido), kept for the tokenizer so
+    # it needs no second parse; ``score_end_markers``: loaded with ``grammar.with_end_markers``.
+    score: Any = None
+    score_end_markers: bool = False
 
 
 class TrackNotePairer:

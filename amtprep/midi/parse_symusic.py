@@ -1,6 +1,7 @@
 """The fast backend: symusic's C++ parser in tick mode, then the same timing math as mido.
 
-Public API: ``parse_symusic(data, header) -> ParsedMidi``. Raises ``BackendRejectedError`` when
+Public API: ``parse_symusic(data, header) -> ParsedMidi`` (its ``score`` is the symusic Score,
+kept for the tokenizer). Raises ``BackendRejectedError`` when
 symusic rejects the file, and its subclass ``NeedsMidoError`` when symusic cannot give
 mido-identical output for it:
 - type 2 files (symusic keeps no track index on tempo events, needed for per-track timing);
@@ -31,7 +32,8 @@ def parse_symusic(data: bytes, header: MidiHeader) -> ParsedMidi:
         raise NeedsMidoError("type 2 file: per-track timing needs the mido backend")
     if header.is_smpte:
         raise NeedsMidoError("SMPTE division: symusic reads ticks per quarter only")
-    if grammar.plain_tracks(data, header):
+    end_markers = grammar.plain_tracks(data, header)
+    if end_markers:
         score = _load(grammar.with_end_markers(data, header))
         end_tick = max((marker.time for marker in score.markers), default=0)
     else:
@@ -97,6 +99,8 @@ def parse_symusic(data: bytes, header: MidiHeader) -> ParsedMidi:
         end_ticks=np.array([end_tick], dtype=np.int64),
         notes=notes,
         meta=meta,
+        score=score,
+        score_end_markers=end_markers,
     )
 
 

@@ -1,9 +1,9 @@
 """A small process pool with per-file deadlines that survives its workers dying.
 
 Public API: ``WorkerPool(n_workers, backend, max_bytes, file_timeout, cache_dir=None,
-archive=None)`` with ``run(items) -> pa.Table`` (``RESULT_SCHEMA`` rows, same order),
-``start(items)`` (begin the next ``run`` early, without waiting), ``worker_pids()``,
-``counters`` and ``close()``.
+tokenizer=None, archive=None)`` with ``run(items) -> pa.Table`` (result rows, same order:
+``RESULT_SCHEMA``, plus the token columns with a ``tokenizer.MidiTokenizer``), ``start(items)``
+(begin the next ``run`` early, without waiting), ``worker_pids()``, ``counters`` and ``close()``.
 
 Why not ``concurrent.futures``: a dead worker breaks a ``ProcessPoolExecutor`` for good, and it
 cannot stop one task that runs too long. Here each worker owns a pipe; the parent sends it chunks
@@ -18,7 +18,9 @@ it), goes back to the queue and a fresh worker replaces the lost one, so results
 on worker count or chunking. With a ``cache_dir`` each worker looks its files up in the feature
 cache (``cache.FeatureCache.extract``) and stores what it parsed: reading, hashing and the
 look-up fall under the same deadline as parsing, and the parent never opens a MIDI file. Each
-answer starts with the chunk's cache counts (hits, misses, unreadable entries dropped).
+answer starts with the chunk's cache counts (hits, misses, unreadable entries dropped). The
+tokenizer travels pickled and is unpickled in the worker after torch is blocked (``startup``),
+so miditok loads without its PyTorch helpers.
 
 Processes start with the ``spawn`` context (never fork a parent that may hold torch threads). A
 worker ignores SIGINT (the parent decides what Ctrl+C means) and exits on its own when the parent
@@ -33,6 +35,7 @@ import hashlib
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import struct
 import threading
@@ -49,9 +52,15 @@ from amtprep.io.archives import ArchiveSpec
 from amtprep.midi.cache import FeatureCache
 from amtprep.midi.errors import MidiFileError
 from amtprep.midi.extract import FileResult, extract_data
-from amtprep.midi.schema import from_message, in_order, result_table, to_message
+from amtprep.midi.schema import (
+    from_message,
+    in_order,
+    result_schema,
+    result_table,
+    to_message,
+)
 from amtprep.midi.sources import Item, Loader, item_label
-from amtprep.startup import block_pandas
+from amtprep.startup import block_pandas, without_torch
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +88,18 @@ def _worker_main(
     backend: str,
     max_bytes: int,
     cache_dir: Path | None,
+    tokenizer_pickle: bytes | None = None,
     archive: ArchiveSpec | None = None,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     block_pandas()  # pyarrow would import it on the first pa.array: 0.4-0.8 s per worker start
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    cache = FeatureCache(cache_dir, backend) if cache_dir is not None else None
+    tokenizer = None
+    if tokenizer_pickle is not None:
+        with without_torch():
+            tokenizer = pickle.loads(tokenizer_pickle)
+    groups = tokenizer.groups if tokenizer is not None else ()
+    cache = FeatureCache(cache_dir, backend, tokenizer) if cache_dir is not None else None
     loader = Loader(archive, max_bytes)
     conn.send_bytes(_READY)
     while True:
@@ -99,9 +114,9 @@ def _worker_main(
         for task_id, item in chunk:
             progress[1] = time.monotonic()
             progress[0] = task_id
-            outcomes.append(_extract(item, loader, backend, cache))
+            outcomes.append(_extract(item, loader, backend, cache, tokenizer))
         if cache is None:
-            counts, rows = _COUNTS.pack(0, 0, 0), result_table(outcomes)
+            counts, rows = _COUNTS.pack(0, 0, 0), result_table(outcomes, groups)
         else:
             rows = cache.rows(outcomes)  # stores fresh rows: a stuck cache blames the last file
             counts = _COUNTS.pack(*cache.take_counts())
@@ -109,7 +124,7 @@ def _worker_main(
         conn.send_bytes(counts + to_message(rows))
 
 
-def _extract(item: Item, loader: Loader, backend: str, cache: FeatureCache | None):
+def _extract(item: Item, loader: Loader, backend: str, cache: FeatureCache | None, tokenizer):
     """One job item -> its ``FileResult`` (or, with a cache, its cached row); never raises for
     a per-file problem."""
     try:
@@ -121,7 +136,7 @@ def _extract(item: Item, loader: Loader, backend: str, cache: FeatureCache | Non
     if mismatch is not None:
         return mismatch
     if cache is None:
-        return extract_data(data, sha256, backend, item_label(item))
+        return extract_data(data, sha256, backend, item_label(item), tokenizer)
     return cache.lookup(data, sha256, item_label(item))
 
 
@@ -165,6 +180,7 @@ class WorkerPool:
         max_bytes: int,
         file_timeout: float,
         cache_dir: Path | None = None,
+        tokenizer=None,
         archive: ArchiveSpec | None = None,
     ) -> None:
         self.n_workers = max(1, n_workers)
@@ -173,6 +189,9 @@ class WorkerPool:
         self.max_bytes = max_bytes
         self.file_timeout = file_timeout
         self.cache_dir = cache_dir
+        self._tokenizer_pickle = pickle.dumps(tokenizer) if tokenizer is not None else None
+        self.groups = tokenizer.groups if tokenizer is not None else ()
+        self.schema = result_schema(self.groups)
         self.counters = dict.fromkeys(
             ("timeouts", "worker_deaths", "workers_started", "cache_hits", "cache_misses"), 0
         )
@@ -194,6 +213,7 @@ class WorkerPool:
                 self.backend,
                 self.max_bytes,
                 self.cache_dir,
+                self._tokenizer_pickle,
                 self.archive,
             ),
             name="amtprep-midi-worker",
@@ -246,7 +266,7 @@ class WorkerPool:
 
     def run(self, paths: Sequence[str]) -> pa.Table:
         if not paths:
-            return in_order([], 0)
+            return in_order([], 0, self.schema)
         job, self._started = self._started, None
         if job is not None and job.paths != list(paths):
             self.close()  # see _discard_started: new workers drop the started job's results
@@ -259,7 +279,7 @@ class WorkerPool:
         except BaseException:
             self.close()
             raise
-        return in_order(job.parts, len(paths))
+        return in_order(job.parts, len(paths), self.schema)
 
     def _discard_started(self) -> None:
         """Results of a started job nobody collects would arrive mid-``run`` of another: the
@@ -333,7 +353,7 @@ class WorkerPool:
                     continue
                 chunk = worker.inflight.popleft()
                 hits, misses, dropped = _COUNTS.unpack_from(message)
-                rows = from_message(memoryview(message)[_COUNTS.size :])
+                rows = from_message(memoryview(message)[_COUNTS.size :], self.schema)
                 if rows.num_rows != len(chunk):
                     raise RuntimeError(f"worker answered {rows.num_rows} rows for {len(chunk)}")
                 parts.append(([task_id for task_id, _ in chunk], rows))
@@ -371,7 +391,8 @@ class WorkerPool:
                 code = worker.process.exitcode
                 message = f"worker process died (exit code {code}) while parsing this file"
             logger.warning("%s: %s", path, message)
-            parts.append(([task_id], result_table([FileResult.failed(error_type, message)])))
+            failed_row = result_table([FileResult.failed(error_type, message)], self.groups)
+            parts.append(([task_id], failed_row))
             failed = 1
             pending.extendleft(reversed([t for t in held if t is not culprit]))
         if worker.ready:

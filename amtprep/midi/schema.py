@@ -3,14 +3,20 @@
 Public API:
 - ``MIDI_SCHEMA`` (``BASE_FIELDS`` first) and ``RESULT_SCHEMA``: the same columns less the ones
   a record supplies (``idx``, ``id``, ``midi_path``). Column meanings are defined in ``features``.
-- ``result_table(results)``: one row per ``FileResult``; feature columns null on failed rows.
-  Workers build it per chunk, so the parent never touches per-file numpy arrays.
-- ``in_order(parts, n)``: rows gathered from several result tables back into record order.
-- ``build_table(records, results)``: the shard table, record columns beside the results.
+- ``ColumnGroup``: optional columns a run adds after the base ones (the token columns of
+  ``tokens.token_group``); ``midi_schema(groups)`` / ``result_schema(groups)`` are the schemas of
+  a run with them (no groups: ``MIDI_SCHEMA`` / ``RESULT_SCHEMA``). Every function below that
+  builds or reads rows takes the run's groups or schema, defaulting to none.
+- ``result_table(results, groups)``: one row per ``FileResult``; feature columns null on failed
+  rows. Workers build it per chunk, so the parent never touches per-file numpy arrays.
+- ``in_order(parts, n, schema)``: rows gathered from several result tables back into record order.
+- ``build_table(records, results, schema)``: the shard table, record columns beside the results.
 - ``to_ipc(table)`` / ``from_ipc(data)``: an Arrow IPC stream, schema included, how result rows
   sit in the cache (a slice's stream holds only its own rows; pickle would hold all).
-- ``to_message(table)`` / ``from_message(data)``: one IPC record batch without its schema, how a
-  worker's rows cross the pipe (both ends know ``RESULT_SCHEMA``; half the cost of a stream).
+- ``to_message(table)`` / ``from_message(data, schema)``: one IPC record batch without its schema,
+  how a worker's rows cross the pipe (both ends know the run's result schema; half the cost of a
+  stream).
+- ``list_column(arrays, kind, mask)``: a list column from per-row numpy arrays (None = null row).
 
 List columns are built from flat numpy arrays plus offsets (no Python lists of dicts): one
 concatenation per chunk, whatever its size.
@@ -18,15 +24,19 @@ concatenation per chunk, whatever its size.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
-from amtprep.midi.extract import FileResult
 from amtprep.midi.notes import GM_DRUMS
 from amtprep.records import STATUS_FAILED, STATUS_OK, Record
 from amtprep.stages import BASE_FIELDS
+
+if TYPE_CHECKING:  # extract imports tokens, which builds its columns with this module
+    from amtprep.midi.extract import FileResult
 
 NOTE_TYPE = pa.struct(
     [
@@ -64,6 +74,7 @@ SCALAR_FEATURES = [
     ("notes_per_second", pa.float64()),
     ("first_tempo_bpm", pa.float64()),
     ("start_time_signature", pa.string()),
+    ("notes_hash", pa.string()),
 ]
 LIST_FEATURES = [
     ("programs", pa.int16()),
@@ -90,11 +101,35 @@ MIDI_SCHEMA = pa.schema(
 RESULT_SCHEMA = pa.schema([f for f in MIDI_SCHEMA if f.name not in _RECORD_COLUMNS])
 
 
+@dataclass(frozen=True)
+class ColumnGroup:
+    """Columns only some runs have (the tokens of a run with ``--tokenizer``), after the base
+    columns in every row, failed rows included (null there). ``build(results)`` gives their
+    arrays for a chunk, in ``fields`` order; it must be a module-level function (or a partial of
+    one) so the group pickles into spawned workers."""
+
+    name: str
+    fields: tuple[pa.Field, ...]
+    build: Callable[[Sequence[FileResult]], list[pa.Array]]
+
+
+def midi_schema(groups: Sequence[ColumnGroup] = ()) -> pa.Schema:
+    if not groups:
+        return MIDI_SCHEMA
+    return pa.schema([*MIDI_SCHEMA, *(f for g in groups for f in g.fields)])
+
+
+def result_schema(groups: Sequence[ColumnGroup] = ()) -> pa.Schema:
+    if not groups:
+        return RESULT_SCHEMA
+    return pa.schema([*RESULT_SCHEMA, *(f for g in groups for f in g.fields)])
+
+
 def _offsets(lengths: list[int]) -> pa.Array:
     return pa.array(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32))
 
 
-def _list_column(arrays: list[np.ndarray | None], kind: pa.DataType, mask: np.ndarray) -> pa.Array:
+def list_column(arrays: list[np.ndarray | None], kind: pa.DataType, mask: np.ndarray) -> pa.Array:
     parts = [a for a in arrays if a is not None]
     flat = np.concatenate(parts) if parts else np.zeros(0)
     lengths = [0 if a is None else a.size for a in arrays]
@@ -136,7 +171,7 @@ def _histogram_column(features: list, attr: str, dtype) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), 12, mask=pa.array(mask))
 
 
-def result_table(results: Sequence[FileResult]) -> pa.Table:
+def result_table(results: Sequence[FileResult], groups: Sequence[ColumnGroup] = ()) -> pa.Table:
     features = [r.features for r in results]
     failed = np.array([f is None for f in features], dtype=bool)
     columns: dict[str, pa.Array] = {
@@ -150,7 +185,7 @@ def result_table(results: Sequence[FileResult]) -> pa.Table:
     for name, kind in SCALAR_FEATURES:
         columns[name] = pa.array([None if f is None else getattr(f, name) for f in features], kind)
     for name, kind in LIST_FEATURES:
-        columns[name] = _list_column(
+        columns[name] = list_column(
             [None if f is None else getattr(f, name) for f in features], kind, failed
         )
     columns["pitch_class_histogram"] = _histogram_column(
@@ -160,10 +195,15 @@ def result_table(results: Sequence[FileResult]) -> pa.Table:
         features, "pitch_class_quarters", np.float64
     )
     columns["notes"] = _notes_column(features, failed)
-    return pa.Table.from_arrays([columns[f.name] for f in RESULT_SCHEMA], schema=RESULT_SCHEMA)
+    arrays = [columns[f.name] for f in RESULT_SCHEMA]
+    for group in groups:
+        arrays += group.build(results)
+    return pa.Table.from_arrays(arrays, schema=result_schema(groups))
 
 
-def in_order(parts: Sequence[tuple[Sequence[int], pa.Table]], n: int) -> pa.Table:
+def in_order(
+    parts: Sequence[tuple[Sequence[int], pa.Table]], n: int, schema: pa.Schema = RESULT_SCHEMA
+) -> pa.Table:
     """``parts`` = (positions, rows) pairs that together cover positions 0..n-1 once each.
 
     Parts usually hold runs in order (a worker's chunk, a whole batch): sorted by their first
@@ -171,7 +211,7 @@ def in_order(parts: Sequence[tuple[Sequence[int], pa.Table]], n: int) -> pa.Tabl
     """
     parts = sorted(((p, rows) for p, rows in parts if len(p)), key=lambda part: part[0][0])
     if not parts:
-        return RESULT_SCHEMA.empty_table()
+        return schema.empty_table()
     positions = np.concatenate([np.asarray(p, np.int64) for p, _ in parts])
     if positions.size != n:
         raise ValueError(f"{positions.size} rows for {n} positions")
@@ -183,7 +223,9 @@ def in_order(parts: Sequence[tuple[Sequence[int], pa.Table]], n: int) -> pa.Tabl
     return table.take(order)
 
 
-def build_table(records: Sequence[Record], results: pa.Table) -> pa.Table:
+def build_table(
+    records: Sequence[Record], results: pa.Table, schema: pa.Schema = MIDI_SCHEMA
+) -> pa.Table:
     supplied = {
         "idx": pa.array([rec.idx for rec in records], pa.int64()),
         "id": pa.array([rec.id for rec in records], pa.string()),
@@ -191,9 +233,9 @@ def build_table(records: Sequence[Record], results: pa.Table) -> pa.Table:
     }
     columns = [
         pa.chunked_array([supplied[f.name]]) if f.name in supplied else results.column(f.name)
-        for f in MIDI_SCHEMA
+        for f in schema
     ]
-    return pa.Table.from_arrays(columns, schema=MIDI_SCHEMA)
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def to_ipc(table: pa.Table) -> pa.Buffer:
@@ -211,5 +253,5 @@ def to_message(rows: pa.Table) -> pa.Buffer:
     return rows.combine_chunks().to_batches()[0].serialize()
 
 
-def from_message(data) -> pa.Table:
-    return pa.Table.from_batches([pa.ipc.read_record_batch(pa.py_buffer(data), RESULT_SCHEMA)])
+def from_message(data, schema: pa.Schema = RESULT_SCHEMA) -> pa.Table:
+    return pa.Table.from_batches([pa.ipc.read_record_batch(pa.py_buffer(data), schema)])

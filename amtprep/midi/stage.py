@@ -7,14 +7,20 @@ per-file timeout and crash isolation hold at every setting; output is identical 
 count and batch size. With ``cfg.use_cache`` the workers look each file up in ``cache`` before
 parsing it (the parent opens no MIDI file, so a file that hangs on read times out like one that
 hangs in the parser), and ``prefetch`` works the same with the cache on or off.
+``fingerprint`` covers what changes a parsed row: feature version and backend, and with tokens
+(``cfg.tokens``, see ``tokenizer``) the tokenizer's identity and the miditok version. Not
+workers, the cache, or the limits ``max_midi_bytes`` and ``file_timeout``: they only decide which
+files fail (``too_large``, ``timeout``), so ``--retry_failed`` with a raised limit retries those.
+
+With tokens the rows gain the token columns (``tokens``) and the stage has ``artifacts()``: the
+tokenizer's params and vocabulary, which the pipeline saves in the stage's folder and every
+release (``tokenizer.json``, ``vocab.json``).
+
 Where the bytes come from (docs/sources.md): files under the MIDI root, members of a
 ``.zip``/``.tar``/``.tar.gz`` root (indexed once here, when the stage is built, so a text-only
 run builds nothing), or the input's own bytes column (``cfg.bytes_column``), read by row group
 in the parent and sent to the workers with the job. Which of these is in use is part of the
 input identity (``midi_root``, ``midi_root_archive``, ``midi_bytes_column``).
-``fingerprint`` covers what changes a parsed row: feature version and backend. Not workers, the
-cache, or the limits ``max_midi_bytes`` and ``file_timeout``: they only decide which files fail
-(``too_large``, ``timeout``), so ``--retry_failed`` with a raised limit retries those files.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from amtprep.io.midi_bytes import MidiBytesReader
 from amtprep.midi.cache import FeatureCache
 from amtprep.midi.extract import BACKENDS, FileResult
 from amtprep.midi.pool import WorkerPool
-from amtprep.midi.schema import MIDI_SCHEMA, build_table, in_order, result_table
+from amtprep.midi.schema import build_table, in_order, midi_schema, result_schema, result_table
 from amtprep.midi.sources import bytes_item, member_item
 from amtprep.midi.version import FEATURE_VERSION
 from amtprep.records import STATUS_OK, Record
@@ -56,6 +62,14 @@ class MidiStage:
         if cfg.workers < 1 or cfg.max_midi_bytes < 1 or cfg.file_timeout <= 0:
             raise ConfigError("workers, max_midi_bytes and file_timeout must be positive")
         self.cfg = cfg
+        self.tokenizer = None
+        if cfg.tokens.enabled:
+            from amtprep.midi.tokenizer import MidiTokenizer  # imports miditok
+
+            self.tokenizer = MidiTokenizer.build(cfg.tokens)
+        self._groups = self.tokenizer.groups if self.tokenizer is not None else ()
+        self._schema = midi_schema(self._groups)
+        self._result_schema = result_schema(self._groups)
         cache_dir = cfg.cache_dir / "midi" if cfg.use_cache else None
         if cache_dir is not None:
             _open_cache(cache_dir, cfg.backend)
@@ -67,24 +81,44 @@ class MidiStage:
         archive = _prepare(cfg.archive, cfg.work_dir) if cfg.archive is not None else None
         self._archive_prefix = os.path.join(str(cfg.archive), "") if archive else None
         self._pool = WorkerPool(
-            cfg.workers, cfg.backend, cfg.max_midi_bytes, cfg.file_timeout, cache_dir, archive
+            cfg.workers,
+            cfg.backend,
+            cfg.max_midi_bytes,
+            cfg.file_timeout,
+            cache_dir,
+            self.tokenizer,
+            archive,
         )
-        self._counts = dict.fromkeys(("files", "ok", "failed", "clipped", "fallbacks"), 0)
+        names = ("files", "ok", "failed", "clipped", "fallbacks")
+        if self.tokenizer is not None:
+            names += ("tokens_truncated",)
+        self._counts = dict.fromkeys(names, 0)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"feature_version": FEATURE_VERSION, "backend": self.cfg.backend}
+        fp = {"feature_version": FEATURE_VERSION, "backend": self.cfg.backend}
+        if self.tokenizer is not None:
+            fp.update(self.tokenizer.fingerprint())
+        return fp
+
+    def artifacts(self) -> dict[str, bytes]:
+        """Files that describe the rows, saved beside the data (optional stage hook)."""
+        return self.tokenizer.artifacts() if self.tokenizer is not None else {}
 
     def schema(self) -> pa.Schema:
-        return MIDI_SCHEMA
+        return self._schema
 
     def process(self, records: Sequence[Record]) -> pa.Table:
         malformed = [i for i, record in enumerate(records) if record.row_error]
         to_parse = [i for i, record in enumerate(records) if not record.row_error]
         parsed = self._pool.run(self._items([records[i] for i in to_parse]))
         failed = [FileResult.failed("malformed_row", records[i].row_error) for i in malformed]
-        results = in_order([(malformed, result_table(failed)), (to_parse, parsed)], len(records))
+        results = in_order(
+            [(malformed, result_table(failed, self._groups)), (to_parse, parsed)],
+            len(records),
+            self._result_schema,
+        )
         self._count(results)
-        return build_table(records, results)
+        return build_table(records, results, self._schema)
 
     def warm_up(self) -> None:
         """Start the worker processes early (optional stage hook; see ``amtprep.stages``)."""
@@ -123,6 +157,8 @@ class MidiStage:
         c["clipped"] += parsers.count("mido_clip")
         if self.cfg.backend != "mido":
             c["fallbacks"] += parsers.count("mido") + parsers.count("mido_clip")
+        if self.tokenizer is not None:
+            c["tokens_truncated"] += results.column("tokens_truncated").to_pylist().count(True)
 
     def counters(self) -> dict[str, int]:
         return {**self._counts, **self._pool.counters}

@@ -1,0 +1,189 @@
+"""Benchmark MIDI tokens: a plain miditok loop, miditok's tokenize_dataset, amtprep; prints JSON.
+
+    python bench/tokens.py                      # 2000 generated files, REMI, workers 1 and 2
+    python bench/tokens.py --files 300          # a quick check that it runs
+    python bench/tokens.py --dir DIR            # your own *.mid / *.midi files
+
+On the same files, in one run:
+- ``plain_loop``: ``tokenizer(symusic.Score.from_file(path))`` for each file (tokens only);
+- ``tokenize_dataset``: miditok 3.0.3's own dataset method (``tokenizer.tokenize_dataset``),
+  which parses, tokenizes and writes one JSON file per MIDI file;
+- ``amtprep_wN``: the real pipeline, ``process.py --stages midi --tokenizer NAME --workers N``,
+  in a fresh output dir: reading the input, parsing, every feature, the tokens, Parquet shards
+  and commits. Its wall time includes starting the workers (a second or two, paid once a run),
+  so small ``--files`` understate its rate; ``files_per_s_in_batches`` divides by the batches'
+  own seconds (the commit log's per-batch timing) instead.
+Files/s and tokens/s for each, and ratios to the plain loop. ``same_tokens`` checks that
+amtprep stored exactly the plain loop's token count per file. ``goals`` are issue 11's:
+amtprep at 1 worker within 15% of the plain loop, >= 1.8x it at 2 workers, faster than
+``tokenize_dataset`` at every worker count. Figures from a shared or busy machine say little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # before miditok imports tqdm: no progress bars
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from amtprep.cli import main as amtprep_main  # noqa: E402
+from tests.midi.midigen import generate_midi  # noqa: E402
+
+
+def make_corpus(directory: Path, n: int) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = directory / f"{i:06d}.mid"
+        path.write_bytes(generate_midi(i))
+        paths.append(path)
+    return paths
+
+
+def build_tokenizer(name: str):
+    """miditok's own tokenizer object for ``name``, as amtprep builds it (default config)."""
+    from amtprep.config import TokenConfig
+    from amtprep.midi.tokenizer import MidiTokenizer
+
+    return MidiTokenizer.build(TokenConfig(tokenizer=name)).tok
+
+
+def count(out) -> int:
+    seqs = out if isinstance(out, list) else [out]
+    return sum(len(s.ids) for s in seqs)
+
+
+def plain_loop(tok, paths: list[Path]) -> dict:
+    import symusic
+
+    t = time.perf_counter()
+    per_file = []
+    for path in paths:
+        try:
+            per_file.append(count(tok(symusic.Score.from_file(path))))
+        except Exception:  # a file the loop cannot tokenize: none expected on generated files
+            per_file.append(None)
+    return {"seconds": time.perf_counter() - t, "per_file": per_file}
+
+
+def tokenize_dataset(tok, paths: list[Path], out: Path) -> dict:
+    t = time.perf_counter()
+    tok.tokenize_dataset(paths, out, verbose=False)
+    return {"seconds": time.perf_counter() - t}
+
+
+def amtprep_run(paths: list[Path], work: Path, name: str, workers: int) -> dict:
+    input_file = work / "input.jsonl"
+    if not input_file.exists():
+        with input_file.open("w") as fh:
+            for path in paths:
+                fh.write(json.dumps({"location": str(path), "caption": "x"}) + "\n")
+    out = work / f"out-w{workers}"
+    args = ["--input_file", str(input_file), "--output_dir", str(out), "--stages", "midi"]
+    args += ["--tokenizer", name, "--workers", str(workers), "--no_progress"]
+    args += ["--log_level", "warning"]
+    t = time.perf_counter()
+    code = amtprep_main(args)
+    seconds = time.perf_counter() - t
+    if code != 0:
+        raise SystemExit(f"amtprep exited {code}")
+    shards = sorted((out / "midi").glob("part-*.parquet"))
+    tables = [pq.read_table(s, columns=["idx", "n_tokens_midi", "status"]) for s in shards]
+    batch_seconds = sum(
+        json.loads(pq.read_schema(s).metadata[b"amtprep.batch"])["seconds"] for s in shards
+    )
+    by_idx = {}
+    for table in tables:
+        for idx, n, status in zip(
+            *(table.column(c).to_pylist() for c in table.column_names), strict=True
+        ):
+            by_idx[idx] = n if status == "ok" else None
+    per_file = [by_idx.get(i) for i in range(len(paths))]
+    return {"seconds": seconds, "batch_seconds": batch_seconds, "per_file": per_file}
+
+
+def summarise(result: dict, n_files: int, n_tokens: int, plain_fps: float | None) -> dict:
+    fps = n_files / result["seconds"]
+    out = {
+        "seconds": round(result["seconds"], 3),
+        "files_per_s": round(fps, 1),
+        "tokens_per_s": round(n_tokens / result["seconds"]),
+    }
+    if plain_fps:
+        out["vs_plain_loop"] = round(fps / plain_fps, 3)
+    if "batch_seconds" in result:  # the batches alone: no start-up, recovery or merge checks
+        out["batch_seconds"] = round(result["batch_seconds"], 3)
+        out["files_per_s_in_batches"] = round(n_files / result["batch_seconds"], 1)
+    return out
+
+
+def run(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--files", type=int, default=2000, help="generated files (default 2000)")
+    p.add_argument("--dir", type=Path, help="tokenize these *.mid / *.midi files instead")
+    p.add_argument("--tokenizer", default="remi")
+    p.add_argument("--workers", default="1,2", help="amtprep worker counts (default 1,2)")
+    args = p.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="amtprep-bench-tokens-") as tmp:
+        work = Path(tmp)
+        if args.dir:
+            paths = sorted(q for q in args.dir.rglob("*") if q.suffix.lower() in (".mid", ".midi"))
+        else:
+            paths = make_corpus(work / "midi", args.files)
+        tok = build_tokenizer(args.tokenizer)
+        plain = plain_loop(tok, paths)
+        n_tokens = sum(n for n in plain["per_file"] if n)
+        plain_fps = len(paths) / plain["seconds"]
+        report = {
+            "files": len(paths),
+            "tokenizer": type(tok).__name__,
+            "miditok": _version("miditok"),
+            "cpus": os.cpu_count(),
+            "tokens": n_tokens,
+            "plain_loop": summarise(plain, len(paths), n_tokens, None),
+        }
+        dataset = tokenize_dataset(tok, paths, work / "tokenize_dataset")
+        report["tokenize_dataset"] = summarise(dataset, len(paths), n_tokens, plain_fps)
+        same = True
+        for workers in [int(w) for w in args.workers.split(",")]:
+            res = amtprep_run(paths, work, args.tokenizer, workers)
+            report[f"amtprep_w{workers}"] = summarise(res, len(paths), n_tokens, plain_fps)
+            same = same and res["per_file"] == plain["per_file"]
+        report["same_tokens"] = same
+        report["goals"] = goals(report)
+    return report
+
+
+def _version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
+
+
+def goals(report: dict) -> dict:
+    plain = report["plain_loop"]["files_per_s"]
+    dataset = report["tokenize_dataset"]["files_per_s"]
+    runs = {k: v["files_per_s"] for k, v in report.items() if k.startswith("amtprep_w")}
+    out = {}
+    if "amtprep_w1" in runs:
+        out["w1_within_15pct_of_plain_loop"] = runs["amtprep_w1"] >= 0.85 * plain
+    if "amtprep_w2" in runs:
+        out["w2_at_least_1.8x_plain_loop"] = runs["amtprep_w2"] >= 1.8 * plain
+    out["faster_than_tokenize_dataset"] = all(fps > dataset for fps in runs.values())
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))
