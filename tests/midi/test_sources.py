@@ -265,3 +265,26 @@ def test_bytes_with_cache_and_bad_input(files_corpus, files_run, tmp_path, tiny_
                "--midi_bytes_column", "music", "--no_progress"])  # fmt: skip
     assert rc != 0
     assert "needs a Parquet input" in capsys.readouterr().err
+
+
+def test_bytes_and_archive_tokens_match_files(files_corpus, tmp_path, tiny_bert):
+    """Tokens ride along from any source: the same ids as from the files."""
+    pytest.importorskip("miditok")
+    source = _bytes_parquet(files_corpus, tmp_path / "giga.parquet")
+    archive = _archive("tar", files_corpus, tmp_path / "corpus.tar")
+    runs = {
+        "files": (files_corpus, ()),
+        "bytes": (source, ("--midi_bytes_column", "music")),
+        "tar": (files_corpus, ("--midi_root", str(archive))),
+    }
+    tokens = {}
+    for name, (corpus, extra) in runs.items():
+        out = tmp_path / f"out-{name}"
+        _run(corpus, out, tiny_bert, "--tokenizer", "remi", *extra)
+        final = read_final(out)[0]
+        tokens[name] = dict(
+            zip(final.column("content_sha256").to_pylist(), final.column("tokens").to_pylist(),
+                strict=True)
+        )  # fmt: skip
+    assert len(tokens["files"]) == N
+    assert tokens["bytes"] == tokens["files"] == tokens["tar"]
