@@ -54,6 +54,10 @@ class DiskWriteError(AmtprepError, OSError):
     """Writing a shard or checkpoint failed (disk full, I/O error, read-only)."""
 
 
+class ObjectExistsError(AmtprepError, FileExistsError):
+    """A create-only write found its name taken: another writer published it first."""
+
+
 class Interrupted(AmtprepError):
     """The run stopped on SIGINT/SIGTERM after committing what it had."""
 

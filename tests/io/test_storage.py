@@ -1,0 +1,114 @@
+"""The storage seam: create-only writes that the first writer wins, locally and on S3 (moto)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import uuid
+
+import pytest
+
+from amtprep.errors import ConfigError, ObjectExistsError
+from amtprep.io.storage import LocalStorage, is_url, open_storage
+from tests.s3server import s3_server
+
+
+@pytest.fixture(scope="module")
+def s3_root():
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    import fsspec
+
+    with s3_server():
+        bucket = f"amtprep-{uuid.uuid4().hex[:8]}"
+        fs = fsspec.filesystem("s3", skip_instance_cache=True)
+        fs.mkdir(bucket)
+        yield f"s3://{bucket}"
+        fsspec.filesystem("s3").clear_instance_cache()
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request, tmp_path):
+    if request.param == "local":
+        return open_storage(tmp_path / "out")
+    root = request.getfixturevalue("s3_root")
+    return open_storage(f"{root}/{uuid.uuid4().hex[:8]}")
+
+
+def test_urls_and_local_paths():
+    assert is_url("s3://b/k") and not is_url("/data/out") and not is_url("file:///data/out")
+    assert isinstance(open_storage("file:///tmp/x"), LocalStorage)
+    with pytest.raises(ConfigError, match="ftp:// is not supported"):
+        open_storage("ftp://host/out")
+
+
+def test_write_new_publishes_once_and_the_second_writer_is_refused(storage):
+    storage.write_new("midi/part-0.parquet", b"first")
+    assert storage.exists("midi/part-0.parquet")
+    with pytest.raises(ObjectExistsError):
+        storage.write_new("midi/part-0.parquet", b"second")
+    assert storage.read("midi/part-0.parquet") == b"first"  # the loser changed nothing
+    assert isinstance(ObjectExistsError("x"), FileExistsError)
+
+
+def test_list_and_delete(storage):
+    assert storage.list() == [] and not storage.exists("a")
+    for name in ("log/000002.json", "log/000001.json", "midi/part-0.parquet"):
+        storage.write_new(name, name.encode())
+    assert storage.list("log") == ["log/000001.json", "log/000002.json"]
+    assert storage.list() == ["log/000001.json", "log/000002.json", "midi/part-0.parquet"]
+    storage.delete("log/000001.json")
+    storage.delete("log/never-written")  # deleting what is not there is not an error
+    assert storage.list("log") == ["log/000002.json"]
+    assert storage.url("log/000002.json").endswith("log/000002.json")
+
+
+def test_writers_racing_for_one_name_leave_exactly_one_complete_object(storage):
+    payloads = {i: bytes([i]) * 200_000 for i in range(6)}
+    won, lost = [], []
+    barrier = threading.Barrier(len(payloads))
+
+    def write(i):
+        barrier.wait()
+        try:
+            storage.write_new("shard", payloads[i])
+            won.append(i)
+        except ObjectExistsError:
+            lost.append(i)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(lost) == len(payloads) - 1
+    assert storage.read("shard") == payloads[won[0]]
+    assert storage.list() == ["shard"]  # no temp file left behind
+
+
+def test_a_multipart_object_is_create_only_too(s3_root):
+    storage = open_storage(f"{s3_root}/multipart")
+    big = b"\x01" * (12 * 1024 * 1024)  # past s3fs's 5 MiB block: a multipart upload
+    storage.write_new("big.parquet", big)
+    with pytest.raises(ObjectExistsError):
+        storage.write_new("big.parquet", b"\x02" * (12 * 1024 * 1024))
+    assert storage.read("big.parquet") == big
+
+
+def test_a_crash_before_the_link_leaves_no_final_object(tmp_path):
+    """Locally the name appears only by ``os.link`` of a complete, fsync'd temp file: a kill
+    before it leaves a hidden temp file that ``list`` ignores, and the name is still free."""
+    root = tmp_path / "out"
+    code = (
+        "from amtprep.io.storage import open_storage;"
+        f"open_storage({str(root)!r}).write_new('shard', b'x' * 1000)"
+    )
+    env = {**os.environ, "AMTPREP_CRASH_AT": "storage.fsynced:1"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, check=False)
+    assert proc.returncode == -9
+    storage = open_storage(root)
+    assert storage.list() == [] and not storage.exists("shard")
+    storage.write_new("shard", b"y")  # the retry publishes
+    assert storage.read("shard") == b"y"
