@@ -507,6 +507,9 @@ def _merge(
         res.failures,
         dest,
     )
+    report = Path(cfg.output_dir) / "report.html"
+    if kind == "final" and report.exists():
+        log.info("report: %s", report)
     return dest
 
 

@@ -442,5 +442,5 @@ def write_report(
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(page, encoding="utf-8")
     os.replace(temporary, path)
-    logger.info("report written to %s", path)
+    logger.debug("report built in %s", path)  # the pipeline logs where it is published
     return path
