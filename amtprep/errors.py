@@ -46,6 +46,10 @@ class LockHeldError(AmtprepError):
     exit_code = 3
 
 
+class LeaseLostError(LockHeldError):
+    """Another run took over this run's lease (it had expired): stop writing at once."""
+
+
 class LockUnsupportedError(AmtprepError, OSError):
     """The output directory's file system cannot lock files (NFS without lockd, some FUSE mounts)."""
 

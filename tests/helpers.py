@@ -116,3 +116,27 @@ def wait_for(directory: Path, pattern: str, timeout: float = 120) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"nothing matched {directory / pattern} within {timeout} s")
+
+
+def race(attempts, refused: type[BaseException]) -> tuple[list, list]:
+    """Start every ``attempt()`` at once (threads behind a barrier); return the indices of
+    those that returned and of those that raised ``refused``."""
+    import threading
+
+    barrier = threading.Barrier(len(attempts))
+    won, lost = [], []
+
+    def run(i):
+        barrier.wait()
+        try:
+            attempts[i]()
+            won.append(i)
+        except refused:
+            lost.append(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(attempts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return won, lost

@@ -6,7 +6,7 @@ over. The file's JSON body names the holder (PID, host, start time, command) for
 second run prints. A file system that cannot lock (``flock`` fails with ENOLCK or EOPNOTSUPP:
 NFS without lockd, some FUSE mounts) is refused: without the lock two runs could both write.
 
-Public: ``OutputLock``.
+Public: ``OutputLock``, ``describe_holder(holder)``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class OutputLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _describe(_read_holder(fd))
+            holder = describe_holder(_read_holder(fd))
             os.close(fd)
             raise LockHeldError(
                 f"{self.path.parent} is in use by another amtprep run ({holder}); "
@@ -60,7 +60,7 @@ class OutputLock:
         previous = _read_holder(fd)
         if previous:
             log.warning(
-                "took over a stale lock left by %s (no longer running)", _describe(previous)
+                "took over a stale lock left by %s (no longer running)", describe_holder(previous)
             )
         info = {
             "pid": os.getpid(),
@@ -98,7 +98,7 @@ def _read_holder(fd: int) -> dict:
         return {}
 
 
-def _describe(holder: dict) -> str:
+def describe_holder(holder: dict) -> str:
     if not holder:
         return "holder unknown"
     return f"PID {holder.get('pid')} on host {holder.get('host')}, started {holder.get('started')}"

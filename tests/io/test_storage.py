@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
-import threading
-import uuid
 
 import pytest
 
 from amtprep.errors import ConfigError, ObjectExistsError
 from amtprep.io.storage import LocalStorage, is_url, open_storage
-from tests.s3server import s3_server
-
-
-@pytest.fixture(scope="module")
-def s3_root():
-    pytest.importorskip("s3fs")
-    pytest.importorskip("moto")
-    import fsspec
-
-    with s3_server():
-        bucket = f"amtprep-{uuid.uuid4().hex[:8]}"
-        fs = fsspec.filesystem("s3", skip_instance_cache=True)
-        fs.mkdir(bucket)
-        yield f"s3://{bucket}"
-        fsspec.filesystem("s3").clear_instance_cache()
-
-
-@pytest.fixture(params=["local", "s3"])
-def storage(request, tmp_path):
-    if request.param == "local":
-        return open_storage(tmp_path / "out")
-    root = request.getfixturevalue("s3_root")
-    return open_storage(f"{root}/{uuid.uuid4().hex[:8]}")
+from tests.helpers import race
 
 
 def test_urls_and_local_paths():
@@ -66,23 +43,9 @@ def test_list_and_delete(storage):
 
 
 def test_writers_racing_for_one_name_leave_exactly_one_complete_object(storage):
-    payloads = {i: bytes([i]) * 200_000 for i in range(6)}
-    won, lost = [], []
-    barrier = threading.Barrier(len(payloads))
-
-    def write(i):
-        barrier.wait()
-        try:
-            storage.write_new("shard", payloads[i])
-            won.append(i)
-        except ObjectExistsError:
-            lost.append(i)
-
-    threads = [threading.Thread(target=write, args=(i,)) for i in payloads]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    payloads = [bytes([i]) * 200_000 for i in range(6)]
+    writes = [functools.partial(storage.write_new, "shard", data) for data in payloads]
+    won, lost = race(writes, ObjectExistsError)
     assert len(won) == 1 and len(lost) == len(payloads) - 1
     assert storage.read("shard") == payloads[won[0]]
     assert storage.list() == ["shard"]  # no temp file left behind
