@@ -77,21 +77,60 @@ def _stages(v: str) -> tuple[str, ...]:
     return parts
 
 
+def _path_or_url(text: str) -> Path | str:
+    """A local path, or a URL kept as text (``Path`` would fold ``s3://`` into ``s3:/``)."""
+    from amtprep.io.storage import is_url
+
+    return text if is_url(text) else Path(text)
+
+
+def resolve_remote_output(args: argparse.Namespace) -> None:
+    """With a URL ``--output_dir``: ``args.remote`` is the URL and ``args.output_dir`` the local
+    working copy every local step uses."""
+    from amtprep.io.storage import is_url
+
+    args.remote = None
+    if is_url(str(args.output_dir)):
+        from amtprep.commit.remote import default_work_dir
+
+        args.remote = str(args.output_dir).rstrip("/")
+        args.output_dir = args.work_dir or default_work_dir(
+            args.remote, args.cache_dir or default_cache_dir()
+        )
+
+
 def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description="Preprocess paired MIDI + caption data into merged Parquet shards, resumably.",
     )
     g = p.add_argument_group("input and output")
-    _add(g, "input_file", type=Path, help="paired file: .json, .jsonl, .csv or .parquet")
-    _add(g, "output_dir", type=Path, default=Path("data/processed"), help="default: data/processed")
+    _add(
+        g,
+        "input_file",
+        type=_path_or_url,
+        help="paired file: .json, .jsonl, .csv or .parquet (a path or an s3:// URL)",
+    )
+    _add(
+        g,
+        "output_dir",
+        type=_path_or_url,
+        default=Path("data/processed"),
+        help="a folder or an s3:// URL (docs/storage.md) (default: data/processed)",
+    )
+    _add(
+        g,
+        "work_dir",
+        type=Path,
+        help="with an s3:// --output_dir: the local working copy (default: under --cache_dir)",
+    )
     _add(g, "midi_column", help="column with MIDI paths (default: location, midi_path or midi)")
     _add(g, "text_column", help="column with captions (default: caption or text)")
     _add(g, "id_column", help="column with record ids (default: id if present)")
     _add(
         g,
         "midi_root",
-        type=Path,
+        type=_path_or_url,
         help="base folder of relative MIDI paths, or a .zip/.tar/.tar.gz/.tgz archive holding "
         "them (read in place; docs/sources.md) (default: the input file's folder)",
     )
@@ -336,6 +375,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(
         input_file=args.input_file,
         output_dir=args.output_dir,
+        remote=getattr(args, "remote", None),
         mode=args.mode,
         stages=args.stages,
         batch_size=args.batch_size,
@@ -384,7 +424,10 @@ def setup_logging(level: str, output_dir: Path | None) -> None:
             pass  # an unwritable output dir is reported by the pipeline with a fix
     # transformers draws its own weight-loading bar; ours are the ones the operator needs
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    for noisy in ("transformers", "urllib3", "filelock", "huggingface_hub"):
+    for noisy in (
+        "transformers", "urllib3", "filelock", "huggingface_hub", "botocore", "aiobotocore",
+        "s3fs",
+    ):  # fmt: skip
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -405,7 +448,10 @@ def main(
     _check_usage(parser, args)
     debug = args.log_level == "debug"
     if args.show_progress or args.list_checkpoints or args.reset_progress:
+        if "://" in str(args.output_dir):
+            parser.error("the housekeeping flags work on a local --output_dir only for now")
         return _housekeeping(args)
+    resolve_remote_output(args)
     setup_logging(args.log_level, args.output_dir)
     try:
         cfg = config_from_args(args)
@@ -481,7 +527,7 @@ def _print_summary(summary) -> None:
         log.info(
             "done: %d rows in %s, %d failed records (see failures.parquet), wall time %.1f s",
             s["final_rows"],
-            summary.final_dir,
+            summary.final_url or summary.final_dir,
             s["failed_records"],
             summary.wall_time,
         )

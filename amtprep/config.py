@@ -73,6 +73,7 @@ class TextConfig:
 class RunConfig:
     input_file: Path
     output_dir: Path
+    remote: str | None = None  # an object-storage output URL; output_dir is then its working copy
     mode: str = "process"
     stages: tuple[str, ...] = STAGES
     batch_size: int = (

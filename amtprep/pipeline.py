@@ -28,6 +28,7 @@ from amtprep import __version__
 from amtprep.commit.artifacts import ARTIFACTS_KEY, committed_artifacts, save_stage_artifacts
 from amtprep.commit.identity import check_identity
 from amtprep.commit.publish import (
+    RELEASES,
     begin_release,
     current_manifest,
     publish_release,
@@ -55,6 +56,7 @@ class RunSummary:
     results: dict[str, StageResult] = field(default_factory=dict)
     merged: bool = False
     final_dir: Path | None = None
+    final_url: str | None = None  # the published data on object storage (releases/final.json)
     statistics: dict[str, Any] | None = None
     wall_time: float = 0.0
     up_to_date: bool = False
@@ -69,17 +71,28 @@ def _open_source(cfg: RunConfig):
             midi_column=cfg.midi_column,
             text_column=cfg.text_column,
             id_column=cfg.id_column,
-            midi_root=Path(cfg.midi_root) if cfg.midi_root else None,
+            midi_root=_root_arg(cfg.midi_root),
             midi_bytes_column=cfg.midi_bytes_column,
         )
     )
 
 
+def _root_arg(root):
+    from amtprep.io.storage import is_url
+
+    if root is None:
+        return None
+    return str(root) if is_url(root) else Path(root)
+
+
 def _midi_config(cfg: RunConfig):
     """The MIDI stage's config with where its bytes come from (an archive, the input)."""
     from amtprep.io.archives import is_archive
+    from amtprep.io.storage import is_url
 
-    root = Path(os.path.abspath(Path(cfg.midi_root).expanduser())) if cfg.midi_root else None
+    root = None
+    if cfg.midi_root and not is_url(cfg.midi_root):  # a URL folder: workers read each file
+        root = Path(os.path.abspath(Path(cfg.midi_root).expanduser()))
     return replace(
         cfg.midi,
         bytes_input=Path(cfg.input_file) if cfg.midi_bytes_column else None,
@@ -230,17 +243,58 @@ def _stale_cache_temps(output_dir: Path) -> list[Path]:
     return removed
 
 
+def _stage_remote_inputs(cfg: RunConfig) -> RunConfig:
+    """Local copies of an input file and a MIDI archive given as URLs (``io/remote_inputs``);
+    relative MIDI paths of a URL input resolve against its folder in the bucket."""
+    from amtprep.io.archives import archive_kind
+    from amtprep.io.remote_inputs import stage_remote_file, url_parent
+    from amtprep.io.storage import is_url
+
+    changes: dict[str, Any] = {}
+    if is_url(cfg.input_file):
+        url = str(cfg.input_file)
+        changes["input_file"] = stage_remote_file(url, cfg.output_dir / "inputs")
+        if cfg.midi_root is None and not cfg.midi_bytes_column:
+            changes["midi_root"] = url_parent(url)
+    root = changes.get("midi_root", cfg.midi_root)
+    if root is not None and is_url(root) and archive_kind(str(root)) is not None:
+        changes["midi_root"] = stage_remote_file(str(root), cfg.output_dir / "inputs")
+    return replace(cfg, **changes) if changes else cfg
+
+
+def _open_remote(cfg: RunConfig):
+    if not cfg.remote:
+        return None
+    from amtprep.commit.remote import RemoteOutput
+
+    return RemoteOutput(cfg.remote, cfg.output_dir)
+
+
 def run(cfg: RunConfig) -> RunSummary:
     """Run the configured stages; raises AmtprepError subclasses for operator-facing problems."""
     t0 = time.perf_counter()
     summary = RunSummary()
     _prepare_output_dir(cfg)
+    cfg = _stage_remote_inputs(cfg)
     source = _open_source(cfg)
-    ran_here_before = (cfg.output_dir / LOCK_NAME).exists()  # every run leaves its lock note
-    with OutputLock(cfg.output_dir), StopFlag() as stop, contextlib.ExitStack() as cleanup:
+    remote = _open_remote(cfg)
+    if remote is not None:  # a run that started there left lease objects behind
+        ran_here_before = bool(remote.storage.list("_lease"))
+    else:
+        ran_here_before = (cfg.output_dir / LOCK_NAME).exists()  # every run leaves its lock note
+    with (
+        OutputLock(cfg.output_dir),
+        remote if remote is not None else contextlib.nullcontext(),
+        StopFlag() as stop,
+        contextlib.ExitStack() as cleanup,
+    ):
         if cfg.force_restart:
             for p in reset_outputs(cfg):
                 log.info("--force_restart: removed %s", p)
+            if remote is not None:
+                log.info(
+                    "--force_restart: removed %d object(s) from %s", len(remote.reset()), remote.url
+                )
         for p in remove_stale_link_temps(cfg.output_dir) + _stale_cache_temps(cfg.output_dir):
             log.info("removed %s left by an interrupted run", p.name)
         early = _warm_midi_stage(cfg)
@@ -248,11 +302,11 @@ def run(cfg: RunConfig) -> RunSummary:
             cleanup.callback(stage.close)  # idempotent: a stage the run used is closed already
         input_fp = _input_identity(source, cfg.output_dir)
         total = int(input_fp["rows"])
-        stores = _recover(cfg, total)
+        stores = _recover(cfg, total, remote)
         found_any = any(s.has_state for s in stores.values())
         if cfg.mode == "continue" and not found_any and not ran_here_before:
             raise CheckpointError(
-                f"--mode continue: no checkpoint or committed shards in {cfg.output_dir}; "
+                f"--mode continue: no checkpoint or committed shards in {cfg.remote or cfg.output_dir}; "
                 "start a new run with --mode process"
             )
         if cfg.mode == "continue" and not found_any:
@@ -269,6 +323,8 @@ def run(cfg: RunConfig) -> RunSummary:
             if "merge" in cfg.stages and not stop.requested:
                 if complete:
                     summary.final_dir = _merge(cfg, source, stores, total, "final", summary)
+                    if remote is not None:
+                        summary.final_url = remote.current_data_url("final")
                     summary.merged = True
                 else:
                     missing = [
@@ -304,9 +360,15 @@ def _work(cfg: RunConfig) -> list[str]:
     return [s for s in WORK_STAGES if s in cfg.stages]
 
 
-def _recover(cfg: RunConfig, total: int) -> dict[str, StageStore]:
-    stores = {s: StageStore(s, cfg.shard_dir(s), cfg.checkpoint_path(s)) for s in WORK_STAGES}
+def _recover(cfg: RunConfig, total: int, remote=None) -> dict[str, StageStore]:
+    stores = {
+        s: StageStore(s, cfg.shard_dir(s), cfg.checkpoint_path(s), replica=remote)
+        for s in WORK_STAGES
+    }
     for name, store in stores.items():
+        if remote is not None:  # the bucket is the truth: the working copy follows it
+            for msg in remote.hydrate(name, store.shard_dir, store.checkpoint_path):
+                log.warning("%s stage: %s", name, msg)
         rec = store.recover()
         for msg in rec.messages:
             log.warning("%s stage: %s", name, msg)
@@ -423,7 +485,8 @@ def _save_partial_after_error(cfg, source, stores, total, summary) -> None:
 def _resume_hint(cfg: RunConfig) -> str:
     return (
         "stopped after committing the last finished batch; resume with: "
-        f"python process.py --mode continue --input_file {cfg.input_file} --output_dir {cfg.output_dir}"
+        f"python process.py --mode continue --input_file {cfg.input_file} "
+        f"--output_dir {cfg.remote or cfg.output_dir}"
     )
 
 
@@ -458,15 +521,22 @@ def _merge(
     from amtprep.run_stats import build_statistics
 
     manifest = _manifest(cfg, stores, kind)
-    published = current_manifest(cfg.output_dir, kind)
+    remote = stores["midi"].replica
+    if remote is not None:  # what readers of the bucket see, whatever the working copy holds
+        published = remote.current_manifest(kind)
+    else:
+        published = current_manifest(cfg.output_dir, kind)
     if published is not None and {k: published.get(k) for k in manifest} == manifest:
         log.info("%s: up to date with the committed shards; kept as it is", kind)
         summary.up_to_date = kind == "final"
-        stats_path = cfg.output_dir / (
-            "statistics.json" if kind == "final" else "partial/statistics.json"
-        )
+        stats_name = "statistics.json" if kind == "final" else "data/statistics.json"
         try:
-            summary.statistics = json.loads(stats_path.read_text())
+            if remote is not None:
+                summary.statistics = json.loads(remote.read_release_file(kind, stats_name) or b"")
+            else:
+                summary.statistics = json.loads(
+                    (cfg.output_dir / RELEASES / kind / stats_name).read_text()
+                )
         except (OSError, ValueError):
             summary.statistics = None
         return cfg.output_dir / kind
@@ -499,17 +569,22 @@ def _merge(
     summary.statistics = stats
     _write_card_and_report(release.data_dir, stats_dir, res, stats, stores)
     dest = publish_release(cfg.output_dir, release, manifest)
+    where: Any = dest
+    if remote is not None:
+        where = remote.publish(kind, release.root, manifest)
     log.info(
         "%s: %d rows in %d file(s), %d failure rows -> %s",
         kind,
         res.rows,
         len(res.files),
         res.failures,
-        dest,
+        where,
     )
     report = Path(cfg.output_dir) / "report.html"
     if kind == "final" and report.exists():
-        log.info("report: %s", report)
+        log.info(
+            "report: %s", report if remote is None else f"{where.rsplit('/', 1)[0]}/report.html"
+        )
     return dest
 
 

@@ -256,7 +256,7 @@ class StageRunner:
                     crash_tag=f"{self.stage.name}.shard",
                 )
                 store.commit(published, counters, dt)  # the log names the new generation ...
-                (store.shard_dir / entry.name).unlink(missing_ok=True)  # ... so the old may go
+                store.remove_shard(entry.name)  # ... so the old may go
                 result.retried += len(batch)
                 result.recovered_now += entry.failed - published.failed
                 result.failed += published.failed

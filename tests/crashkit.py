@@ -30,6 +30,7 @@ import amtprep.text  # noqa: F401
 from amtprep.cli import main as cli_main
 from amtprep.io import crashpoints
 from tests.helpers import assert_same_output
+from tests.s3view import materialize
 
 
 def fork_run(
@@ -527,11 +528,149 @@ def corruption_case(p: dict, ref: Path, name: str) -> dict:
     }
 
 
+# -- object storage (``--output_dir s3://``): the same promises, the bucket as the truth ------
+
+
+def s3_args(p: dict, url: str, work_dir: Path) -> list[str]:
+    return [*cli_args(p, Path("unused")), "--output_dir", url, "--work_dir", str(work_dir)]
+
+
+def s3_invariant(url: str, view: Path) -> str | None:
+    try:
+        materialize(url, view)
+    except FileNotFoundError as exc:
+        return f"the pointer names a file the bucket lacks: {exc}"
+    return invariant(view, "final")
+
+
+def s3_reference(p: dict, work: Path) -> tuple[Path, list[str]]:
+    url = f"{p['s3']}/ref"
+    points_file = work / "points.txt"
+    rc = run(s3_args(p, url, work / "ref-wd"), work / "ref.log", crash_log=str(points_file))
+    if rc != 0:
+        raise RuntimeError(f"reference run failed ({rc}): {(work / 'ref.log').read_text()[-2000:]}")
+    return materialize(url, work / "ref"), points_file.read_text().split()
+
+
+def s3_pick(point: str, n: int, batches: int) -> bool:
+    """Every step that writes to the bucket, the local steps around each commit, and the publish."""
+    if ".remote." in point:
+        return point.startswith("final.") or n <= batches
+    if point.startswith("final."):
+        return True
+    return point.endswith((".shard.renamed", ".log.fsynced")) and n <= batches
+
+
+def s3_sweep(p: dict) -> dict:
+    """As ``sweep``, with the output in a bucket; every other resume runs on a fresh working
+    copy (another machine, or the local disk lost), which must give the same rows."""
+    work = Path(p["work"])
+    rng = random.Random(p.get("seed", 0))
+    ref, points = s3_reference(p, work)
+    wanted = [e for e in points if s3_pick(*_split(e), p.get("batches", 2))]
+    cases = [
+        (entry, i, rng.random() < p.get("double_rate", 0.25), rng.randint(1, 12))
+        for i, entry in enumerate(wanted)
+    ]
+    results = run_parallel(lambda c: s3_crash_case(p, ref, *c), cases, p.get("parallel", 2))
+    return {
+        "lane": "s3",
+        "crash_points": len(wanted),
+        "points": sorted({e.rsplit(":", 1)[0] for e in wanted}),
+        "double_crashes": sum(1 for c in cases if c[2]),
+        "fresh_work_dir_resumes": sum(1 for c in cases if c[1] % 2),
+        "invariant_checks": sum(r.get("checks", 0) for r in results),
+        "invariant_failures": [r for r in results if r.get("invariant")],
+        "mismatches": [r for r in results if r.get("mismatch")],
+        "bad_exits": [r for r in results if r.get("bad_exit")],
+    }
+
+
+def _split(entry: str) -> tuple[str, int]:
+    point, n = entry.rsplit(":", 1)
+    return point, int(n)
+
+
+def s3_crash_case(p: dict, ref: Path, entry: str, i: int, double: bool, second_at: int) -> dict:
+    case = Path(p["work"]) / f"case{i}"
+    url, log, view = f"{p['s3']}/case{i}", case.with_suffix(".log"), case / "view"
+    wd = case / "wd"
+    checks = 0
+    rc = run(s3_args(p, url, wd), log, crash_at=entry)
+    if rc != -signal.SIGKILL:
+        return {"case": entry, "bad_exit": ["crash run", rc, log.read_text()[-800:]]}
+    checks += 1
+    if bad := s3_invariant(url, view):
+        return {"case": entry, "invariant": bad, "checks": checks}
+    if double:
+        rc = run(s3_args(p, url, wd) + ["--mode", "continue"], log, crash_at=f"*:{second_at}")
+        if rc not in (0, -signal.SIGKILL):
+            return {"case": entry, "bad_exit": ["second crash run", rc, log.read_text()[-800:]]}
+        checks += 1
+        if bad := s3_invariant(url, view):
+            return {"case": entry, "invariant": f"after second crash: {bad}", "checks": checks}
+    if i % 2:  # the resume runs elsewhere: nothing local survives
+        shutil.rmtree(wd)
+    rc = run(s3_args(p, url, wd) + ["--mode", "continue"], log)
+    if rc != 0:
+        return {"case": entry, "bad_exit": ["resume", rc, log.read_text()[-800:]]}
+    checks += 1
+    if bad := s3_invariant(url, view):
+        return {"case": entry, "invariant": f"after resume: {bad}", "checks": checks}
+    diff = same(ref, view) or same_statistics(ref, view)
+    shutil.rmtree(case, ignore_errors=True)
+    return {"case": entry, "mismatch": diff, "checks": checks}
+
+
+def s3_random_kills(p: dict) -> dict:
+    """SIGKILL/SIGTERM at random moments of runs writing to a bucket, some resumes on a fresh
+    working copy; the output must equal an uninterrupted run's."""
+    work = Path(p["work"])
+    ref, _ = s3_reference(p, work)
+    rng = random.Random(p.get("seed", 1))
+    url, wd, log = f"{p['s3']}/killed", work / "killed-wd", work / "killed.log"
+    kills = {"SIGKILL": 0, "SIGTERM": 0}
+    fresh = finished_early = 0
+    while sum(kills.values()) < p.get("kills", 10):
+        if rng.random() < 0.3 and wd.exists():
+            shutil.rmtree(wd)
+            fresh += 1
+        pid = fork_run(s3_args(p, url, wd), log, delay=p.get("delay", 0.02))
+        time.sleep(rng.uniform(*p.get("window", (0.05, 1.5))))
+        sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+        if wait(pid) == 0:  # finished before the signal: start over so kills land mid-run
+            finished_early += 1
+            url = f"{p['s3']}/killed{finished_early}"
+            shutil.rmtree(wd, ignore_errors=True)
+            continue
+        kills[signal.Signals(sig).name] += 1
+    rc = run(s3_args(p, url, wd) + ["--mode", "continue"], log)
+    mismatch = f"final run exit {rc}: {log.read_text()[-800:]}"
+    if rc == 0:
+        view = materialize(url, work / "killed-view")
+        mismatch = same(ref, view) or same_statistics(ref, view)
+    return {
+        "kills": kills,
+        "fresh_work_dirs": fresh,
+        "finished_before_signal": finished_early,
+        "mismatch": mismatch,
+    }
+
+
 def cli(argv: list[str]) -> None:
     command, params = argv[0], json.loads(argv[1])
-    result = {"sweep": sweep, "random_kills": random_kills, "corruption": corruption}[command](
-        params
-    )
+    commands = {
+        "sweep": sweep,
+        "random_kills": random_kills,
+        "corruption": corruption,
+        "s3_sweep": s3_sweep,
+        "s3_random_kills": s3_random_kills,
+    }
+    result = commands[command](params)
     print(json.dumps(result))
 
 

@@ -7,20 +7,13 @@ else exactly). The JSON reports are printed (``pytest -s``) for the figures in r
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import drive_crashkit
 
 pytestmark = pytest.mark.slow
-
-# ``python -c``, not ``-m``: MIDI workers start with ``spawn``, which re-imports a ``__main__``
-# that has a file, and crashkit's imports (torch) would then load in every worker.
-DRIVER = "import sys; from tests.crashkit import cli; cli(sys.argv[1:])"
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +23,7 @@ def small_corpus(tmp_path_factory) -> Path:
     return generate(tmp_path_factory.mktemp("crash_corpus"), n=16, seed=3)
 
 
-def _drive(command: str, params: dict, timeout: float = 1100) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-c", DRIVER, command, json.dumps(params, default=str)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(command, json.dumps(report)[:2000])
-    return report
+_drive = drive_crashkit
 
 
 def _params(corpus: Path, model: Path, work: Path, **kw) -> dict:

@@ -30,7 +30,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from amtprep.commit.log import LOG_NAME, CommitLog
+from amtprep.commit.log import LOG_NAME, CommitLog, encode_line
 from amtprep.io.checkpoint import Checkpoint, CheckpointCorrupt, load_checkpoint, save_checkpoint
 from amtprep.io.fsutil import TEMP_SUFFIX, remove_temp_files
 from amtprep.io.shards import ShardEntry, ShardInvalid, inspect_shard, parse_shard_name
@@ -81,8 +81,13 @@ def add_counters(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 class StageStore:
     """The committed state of one stage (single writer: the output dir's lock holder)."""
 
-    def __init__(self, stage: str, shard_dir: Path, checkpoint_path: Path) -> None:
+    def __init__(
+        self, stage: str, shard_dir: Path, checkpoint_path: Path, *, replica: Any = None
+    ) -> None:
         self.stage = stage
+        # an output on object storage (``amtprep.commit.remote.RemoteOutput``): every shard,
+        # entry and summary is written there too, the entry being the commit point
+        self.replica = replica
         self.shard_dir = shard_dir
         self.checkpoint_path = checkpoint_path
         self.log = CommitLog(shard_dir / LOG_NAME, crash_tag=f"{stage}.log")
@@ -261,7 +266,7 @@ class StageStore:
                 and current.entry.last_idx == last
                 and gen < current.entry.generation
             ):
-                path.unlink(missing_ok=True)  # an older generation a retry superseded
+                self.remove_shard(name)  # an older generation a retry superseded
                 log.info("%s: removed %s, superseded by %s", self.stage, name, current.entry.name)
                 continue
             try:
@@ -301,7 +306,7 @@ class StageStore:
                 adopted=True,
             )  # fmt: skip
             if current is not None:
-                (self.shard_dir / current.entry.name).unlink(missing_ok=True)
+                self.remove_shard(current.entry.name)
             rec.adopted += 1
         if rec.adopted:
             if had_log:
@@ -322,6 +327,8 @@ class StageStore:
         qdir = self.shard_dir / QUARANTINE
         qdir.mkdir(exist_ok=True)
         shutil.move(str(path), qdir / path.name)
+        if self.replica is not None:
+            self.replica.delete_shard(self.stage, path.name)
         rec.quarantined += 1
         rec.messages.append(f"moved unreadable shard to {QUARANTINE}/{path.name}: {reason}")
 
@@ -388,6 +395,8 @@ class StageStore:
         }
         if adopted:
             body["adopted"] = True
+        if self.replica is not None:  # the shard is in the bucket before its entry
+            self.replica.put_shard(self.stage, entry.name, self.shard_dir / entry.name)
         self._append(body)
         old = self.live.get(entry.first_idx)
         live = LiveShard(entry, dict(counters), float(seconds), self.seq)
@@ -409,6 +418,14 @@ class StageStore:
         self.seq += 1
         body["seq"] = self.seq
         self.last_crc = self.log.append(body)
+        if self.replica is not None:  # the commit point on object storage
+            self.replica.put_entry(self.stage, self.seq, encode_line(body))
+
+    def remove_shard(self, name: str) -> None:
+        """Delete a shard no live entry names (a superseded generation)."""
+        (self.shard_dir / name).unlink(missing_ok=True)
+        if self.replica is not None:
+            self.replica.delete_shard(self.stage, name)
 
     def summary(self, batch_info: dict[str, Any] | None = None) -> Checkpoint:
         ident = self.identity or {}
@@ -438,6 +455,8 @@ class StageStore:
             crash_tag=f"{self.stage}.checkpoint",
             durable=False,
         )
+        if self.replica is not None:
+            self.replica.put_summary(self.checkpoint_path)
 
     def close(self) -> None:
         self.log.close()

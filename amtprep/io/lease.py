@@ -6,7 +6,9 @@ Public API: ``Lease(storage, ttl_s=60.0, clock=time.time)`` with ``acquire()``, 
 ``io/lock.py``'s ``flock`` needs a local file system. On object storage the lease is a chain of
 small JSON objects ``_lease/<generation>.json``, each written create-only
 (``Storage.write_new``), each naming its holder (id, PID, host, start, command) and an expiry on
-the holder's clock. The newest generation is the state: held while unexpired and not released.
+the holder's clock. The newest generation is the state: held while unexpired and not released
+(a holder on this host whose process is gone is taken over at once, so a resume after a
+``kill -9`` need not wait for the expiry).
 To take the lease, write the next generation; if that name is taken, someone else moved first,
 so read again. Renewing is writing the next generation too, so a holder whose lease expired and
 was taken over finds its next name taken and learns it at once (``LeaseLostError``), and the
@@ -36,6 +38,22 @@ LEASE_PREFIX = "_lease"
 _ATTEMPTS = 20
 
 
+def _dead_here(body: dict) -> bool:
+    """The holder ran on this host and its process is gone (killed, crashed): no need to wait
+    for the expiry. A reused PID only makes us wait, the safe way."""
+    if body.get("host") != socket.gethostname() or not isinstance(body.get("pid"), int):
+        return False
+    if body["pid"] == os.getpid():
+        return False  # this process's own earlier holder object (a test, a second lease)
+    try:
+        os.kill(body["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _name(generation: int) -> str:
     return f"{LEASE_PREFIX}/{generation:012d}.json"
 
@@ -61,14 +79,19 @@ class Lease:
         for _ in range(_ATTEMPTS):
             generation, body = self._latest()
             now = self.clock()
-            if body and not body.get("released") and body["expires"] > now:
+            if body and not body.get("released") and body["expires"] > now and not _dead_here(body):
                 raise LockHeldError(
                     f"{self.storage.url('')} is in use by another amtprep run "
                     f"({describe_holder(body)}; its lease runs {body['expires'] - now:.0f} s more "
                     "unless renewed); wait for it to finish or stop it, then run again"
                 )
             if body and not body.get("released"):
-                log.warning("took over an expired lease of %s", describe_holder(body))
+                why = (
+                    "a lease of a process no longer running"
+                    if _dead_here(body)
+                    else "an expired lease"
+                )
+                log.warning("took over %s (%s)", why, describe_holder(body))
             if self._write(generation + 1, released=False):
                 return
         raise LockHeldError(f"{self.storage.url('')}: the lease is contended; run again")

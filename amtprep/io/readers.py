@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ from amtprep.io.input_formats import (
     json_type,
     open_scanner,
 )
+from amtprep.io.storage import is_url
 from amtprep.records import Record
 
 logger = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ class InputSpec:
     midi_column: str | None = None  # None: "location" (MidiCaps), then "midi_path", then "midi"
     text_column: str | None = None  # None: "caption", then "text"
     id_column: str | None = None  # None: "id" if present (see the module docstring for fallbacks)
-    midi_root: Path | None = (
+    midi_root: Path | str | None = (  # a str: an s3:// folder
         None  # relative MIDI paths resolve against this; None: the file's folder
     )
     midi_bytes_column: str | None = None  # Parquet binary column holding the MIDI bytes
@@ -109,10 +111,16 @@ class InputSource:
         )
         used = {self.midi_column, self.text_column, self.id_column}
         self.extra_columns = [c for c in self.columns if c not in used]
-        root = Path(spec.midi_root).expanduser() if spec.midi_root else self.path.parent
-        self.midi_root = Path(os.path.abspath(root))
-        self._root = str(self.midi_root)
-        self._root_sep = os.path.join(self._root, "")
+        self._root_is_url = spec.midi_root is not None and is_url(spec.midi_root)
+        if self._root_is_url:  # a folder in a bucket: workers read each file from there
+            self.midi_root = str(spec.midi_root).rstrip("/")
+            self._root = self.midi_root
+            self._root_sep = self._root + "/"
+        else:
+            root = Path(spec.midi_root).expanduser() if spec.midi_root else self.path.parent
+            self.midi_root = Path(os.path.abspath(root))
+            self._root = str(self.midi_root)
+            self._root_sep = os.path.join(self._root, "")
         self._known_keys = frozenset(self.columns)
         self._warned_new_keys = False
         self._row_count: int | None = None
@@ -211,7 +219,9 @@ class InputSource:
             "midi_root": self._root,
             "midi_bytes_column": self.midi_bytes_column,
             "midi_root_archive": (
-                archive_identity(self.midi_root) if is_archive(self.midi_root) else None
+                archive_identity(self.midi_root)
+                if not self._root_is_url and is_archive(self.midi_root)
+                else None
             ),
         }
 
@@ -304,6 +314,10 @@ class InputSource:
         if not clean and has_surrogate(value):
             detail = _utf8_problem(value, "MIDI path")
             return _scrub(value), "", f"{where}: {detail}"
+        if self._root_is_url:
+            if is_url(value):
+                return value, value, None
+            return value, self._root_sep + posixpath.normpath(value).lstrip("/"), None
         if value.startswith("~"):
             return value, os.path.normpath(os.path.expanduser(value)), None
         # join() keeps an absolute path as it is; normpath folds "./" and "../" for stable output.

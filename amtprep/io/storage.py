@@ -1,8 +1,10 @@
 """One storage seam for local folders and object-store URLs: create-only writes, no rename.
 
 Public API: ``is_url(path)``, ``open_storage(root) -> Storage`` and ``Storage`` with
-``write_new(name, data)``, ``read(name)``, ``exists(name)``, ``list(prefix="")``,
-``delete(name)``, ``url(name)``; ``SUPPORTED_PROTOCOLS``.
+``write_new(name, data)``, ``write(name, data)`` (plain overwrite, for summaries),
+``write_if(name, data, etag)`` (replace only the version read), ``etag(name)``,
+``read(name)``, ``exists(name)``, ``list(prefix="")``, ``sizes(prefix="")``,
+``download(name, dest)``, ``delete(name)``, ``url(name)``; ``SUPPORTED_PROTOCOLS``.
 
 Why create-only: object stores have no rename, so write-temp-then-rename cannot publish there.
 What works on both is writing each object once, under its final unique name, with a write that
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import uuid
 from dataclasses import dataclass
@@ -31,7 +34,7 @@ from pathlib import Path
 
 from amtprep.errors import ConfigError, DiskWriteError, ObjectExistsError
 from amtprep.io.crashpoints import crashpoint
-from amtprep.io.fsutil import TEMP_SUFFIX, disk_error, fsync_dir
+from amtprep.io.fsutil import TEMP_SUFFIX, atomic_write, disk_error, fsync_dir
 
 SUPPORTED_PROTOCOLS = ("s3",)  # besides local paths and file://
 INSTALL_HINT = {"s3": "pip install 'amtprep[s3]'"}
@@ -73,6 +76,39 @@ class Storage:
 
     def write_new(self, name: str, data: bytes) -> None:
         raise NotImplementedError
+
+    def write(self, name: str, data: bytes) -> None:
+        """Replace ``name`` whole (a reader sees the old or the new object)."""
+        raise NotImplementedError
+
+    def etag(self, name: str) -> str | None:
+        """A tag of the current version of ``name``, None when absent."""
+        raise NotImplementedError
+
+    def write_if(self, name: str, data: bytes, etag: str | None) -> None:
+        """Replace ``name`` only if it is still the version ``etag`` names (None: only if it
+        does not exist); raises ``ObjectExistsError`` when another writer moved first."""
+        if etag is None:
+            self.write_new(name, data)
+            return
+        self._replace_if(name, data, etag)
+
+    def _replace_if(self, name: str, data: bytes, etag: str) -> None:
+        raise NotImplementedError
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        """Name -> size in bytes of the objects under ``prefix``."""
+        raise NotImplementedError
+
+    def download(self, name: str, dest: Path) -> None:
+        """Copy ``name`` to the local file ``dest`` (written whole, then renamed)."""
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.dl{TEMP_SUFFIX}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self._fetch(name, tmp)
+        os.replace(tmp, dest)
+
+    def _fetch(self, name: str, local: Path) -> None:
+        local.write_bytes(self.read(name))
 
     def read(self, name: str) -> bytes:
         raise NotImplementedError
@@ -123,6 +159,27 @@ class LocalStorage(Storage):
                 tmp.unlink(missing_ok=True)
             raise disk_error(exc, final) from exc
 
+    def write(self, name: str, data: bytes) -> None:
+        final = self.root / name
+        final.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(final, data, crash_tag="storage.write")
+
+    def etag(self, name: str) -> str | None:
+        try:
+            return hashlib.sha256((self.root / name).read_bytes()).hexdigest()
+        except FileNotFoundError:
+            return None
+
+    def _replace_if(self, name: str, data: bytes, etag: str) -> None:
+        # compare-then-rename: atomic against readers; against other writers it relies on
+        # the output dir's flock, which every local writer holds
+        if self.etag(name) != etag:
+            raise ObjectExistsError(f"{self.root / name} changed since it was read")
+        self.write(name, data)
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        return {n: (self.root / n).stat().st_size for n in self.list(prefix)}
+
     def read(self, name: str) -> bytes:
         return (self.root / name).read_bytes()
 
@@ -169,6 +226,49 @@ class FsspecStorage(Storage):
             raise DiskWriteError(f"cannot write {self.url(name)}: {exc}") from exc
         finally:
             self.fs.invalidate_cache(path)
+
+    def write(self, name: str, data: bytes) -> None:
+        try:
+            self.fs.pipe_file(self._path(name), data)
+        except OSError as exc:
+            raise DiskWriteError(f"cannot write {self.url(name)}: {exc}") from exc
+        finally:
+            self.fs.invalidate_cache(self._path(name))
+
+    def etag(self, name: str) -> str | None:
+        self.fs.invalidate_cache(self._path(name))
+        try:
+            return str(self.fs.info(self._path(name))["ETag"])
+        except FileNotFoundError:
+            return None
+
+    def _replace_if(self, name: str, data: bytes, etag: str) -> None:
+        """One PUT with ``If-Match: <etag>`` (S3 refuses it with 412 when the object changed)."""
+        try:
+            self.fs.pipe_file(self._path(name), data, IfMatch=etag)
+        except OSError as exc:
+            if "pre-condition" in str(exc) or "PreconditionFailed" in str(exc):
+                raise ObjectExistsError(f"{self.url(name)} changed since it was read") from None
+            raise DiskWriteError(f"cannot write {self.url(name)}: {exc}") from exc
+        finally:
+            self.fs.invalidate_cache(self._path(name))
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        base = self._path(prefix)
+        self.fs.invalidate_cache(base)
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        start = len(self.root) + 1
+        return {
+            p[start:]: int(info.get("size") or 0)
+            for p, info in sorted(found.items())
+            if p.startswith(self.root + "/")
+        }
+
+    def _fetch(self, name: str, local: Path) -> None:
+        self.fs.get_file(self._path(name), str(local))
 
     def read(self, name: str) -> bytes:
         return self.fs.cat_file(self._path(name))

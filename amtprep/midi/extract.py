@@ -99,6 +99,8 @@ def parse_bytes(data: bytes, backend: str) -> tuple[str, ParsedMidi]:
 def read_midi_bytes(path: str, max_bytes: int) -> bytes:
     """Raises ``MissingFileError``, ``UnreadableFileError``, ``TooLargeError``, ``EmptyFileError``,
     ``InvalidPathError``."""
+    if "://" in path:
+        return _read_url(path, max_bytes)
     try:
         size = os.stat(path).st_size
     except FileNotFoundError as exc:
@@ -121,6 +123,32 @@ def read_midi_bytes(path: str, max_bytes: int) -> bytes:
     except OSError as exc:
         raise UnreadableFileError(f"cannot read {path}: {exc}") from exc
     if len(data) > max_bytes:  # grew since stat
+        raise TooLargeError(f"more than {max_bytes} bytes (max_midi_bytes)")
+    if not data:
+        raise EmptyFileError("file is empty (0 bytes)")
+    return data
+
+
+def _read_url(url: str, max_bytes: int) -> bytes:
+    """A MIDI file in a bucket (one HEAD, one GET); fsspec keeps one client per process."""
+    import fsspec
+
+    try:
+        fs, key = fsspec.core.url_to_fs(url)
+        size = int(fs.size(key))
+    except FileNotFoundError as exc:
+        raise MissingFileError(f"no such object: {url}") from exc
+    except (OSError, ValueError, ImportError) as exc:
+        raise UnreadableFileError(f"cannot read {url}: {exc}") from exc
+    if size > max_bytes:
+        raise TooLargeError(f"{size} bytes exceeds the limit of {max_bytes} (max_midi_bytes)")
+    try:
+        data = fs.cat_file(key)
+    except FileNotFoundError as exc:
+        raise MissingFileError(f"no such object: {url}") from exc
+    except OSError as exc:
+        raise UnreadableFileError(f"cannot read {url}: {exc}") from exc
+    if len(data) > max_bytes:
         raise TooLargeError(f"more than {max_bytes} bytes (max_midi_bytes)")
     if not data:
         raise EmptyFileError("file is empty (0 bytes)")
