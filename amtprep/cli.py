@@ -116,7 +116,7 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
         "output_dir",
         type=_path_or_url,
         default=Path("data/processed"),
-        help="a folder or an s3:// URL (docs/storage.md) (default: data/processed)",
+        help="a folder or an s3:// URL (README: On a bucket) (default: data/processed)",
     )
     _add(
         g,
@@ -258,6 +258,29 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
 
     g = p.add_argument_group("MIDI stage")
     _add(g, "workers", type=_positive_int, default=1, help="MIDI worker processes")
+    _add(
+        g,
+        "executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where batches run: this machine, or a Ray cluster (README: On a Ray cluster)",
+    )
+    _add(g, "ray_address", help="--executor ray: a running cluster (default: start a local Ray)")
+    _add(
+        g,
+        "ray_text_actors",
+        type=_positive_int,
+        default=1,
+        help="--executor ray: text model actors (default 1)",
+    )
+    _add(
+        g,
+        "ray_gpus_per_actor",
+        type=float,
+        default=None,
+        help="--executor ray: GPUs per text actor, fractional packs several on one GPU "
+        "(default: 1 with --use_gpu, else 0)",
+    )
     _add(g, "midi_backend", choices=["auto", "mido", "symusic"], default="auto")
     _add(g, "max_midi_bytes", type=_positive_int, default=64 * 1024 * 1024)
     _add(g, "file_timeout", type=float, default=60.0, help="seconds allowed to parse one MIDI file")
@@ -376,6 +399,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         input_file=args.input_file,
         output_dir=args.output_dir,
         remote=getattr(args, "remote", None),
+        executor=args.executor,
+        ray_address=args.ray_address,
+        ray_text_actors=args.ray_text_actors,
+        ray_gpus_per_actor=(
+            args.ray_gpus_per_actor
+            if args.ray_gpus_per_actor is not None
+            else (1.0 if args.use_gpu else 0.0)
+        ),
         mode=args.mode,
         stages=args.stages,
         batch_size=args.batch_size,

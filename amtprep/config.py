@@ -74,6 +74,10 @@ class RunConfig:
     input_file: Path
     output_dir: Path
     remote: str | None = None  # an object-storage output URL; output_dir is then its working copy
+    executor: str = "local"  # local | ray (amtprep.cluster)
+    ray_address: str | None = None  # None: start a local Ray
+    ray_text_actors: int = 1
+    ray_gpus_per_actor: float = 0.0
     mode: str = "process"
     stages: tuple[str, ...] = STAGES
     batch_size: int = (

@@ -318,7 +318,8 @@ def run(cfg: RunConfig) -> RunSummary:
             for store in stores.values():
                 check_identity(store, input_fp, None, relocate_midi_root=cfg.relocate_midi_root)
             _check_read_only_settings(cfg, stores, input_fp)
-            _run_stages(cfg, source, stores, input_fp, total, stop, summary, early)
+            with _executor(cfg, stores):
+                _run_stages(cfg, source, stores, input_fp, total, stop, summary, early)
             complete = all(stores[s].complete for s in WORK_STAGES)
             if "merge" in cfg.stages and not stop.requested:
                 if complete:
@@ -401,11 +402,24 @@ def _check_read_only_settings(cfg: RunConfig, stores, input_fp: dict) -> None:
             stage.close()
 
 
+def _executor(cfg: RunConfig, stores: dict[str, StageStore]):
+    """A Ray session while stages with work left run on it (none when all are complete)."""
+    if (
+        cfg.executor != "ray"
+        or all(stores[s].complete for s in _work(cfg))
+        and not cfg.retry_failed
+    ):
+        return contextlib.nullcontext()
+    from amtprep.cluster import ray_session
+
+    return ray_session(cfg.ray_address, num_cpus=max(cfg.midi.workers, os.cpu_count() or 1))
+
+
 def _warm_midi_stage(cfg: RunConfig) -> dict[str, Any]:
     """Build the MIDI stage and start its workers before recovery when the stage probably has
     work (its summary does not say complete): their start-up then overlaps ours. A wrong guess
-    costs idle workers, closed at the end."""
-    if "midi" not in cfg.stages:
+    costs idle workers, closed at the end. Not with Ray: its workers do the parsing."""
+    if "midi" not in cfg.stages or cfg.executor == "ray":
         return {}
     try:
         body = json.loads(cfg.checkpoint_path("midi").read_text())
@@ -450,9 +464,7 @@ def _run_stage(cfg, source, stage, store, input_fp, total, stop, request) -> Sta
     name = stage.name
     check_identity(store, input_fp, stage.fingerprint())
     save_stage_artifacts(stage, store.shard_dir)
-    runner = StageRunner(
-        stage,
-        store,
+    kwargs = dict(
         total_files=total,
         input_fp=dict((store.identity or {}).get("input") or input_fp),
         batch_size=cfg.batch_size,
@@ -461,6 +473,10 @@ def _run_stage(cfg, source, stage, store, input_fp, total, stop, request) -> Sta
         progress=cfg.progress,
         request=request,
     )
+    if cfg.executor == "ray":
+        runner = _ray_runner(cfg, stage, store, kwargs)
+    else:
+        runner = StageRunner(stage, store, **kwargs)
     res = runner.run(source.iter_records(wanted=uncovered(store.covered())))
     if cfg.retry_failed and not stop.requested:
         retry = runner.retry_failed(source.iter_records())
@@ -472,6 +488,40 @@ def _run_stage(cfg, source, stage, store, input_fp, total, stop, request) -> Sta
             retry.recovered_now,
         )
     return res
+
+
+def _ray_runner(cfg: RunConfig, stage, store: StageStore, kwargs: dict):
+    """The stage's batches on Ray: workers publish shards where the commit protocol expects
+    them (the shard folder, or the bucket's stage prefix, from where the copy fetches them)."""
+    from amtprep.cluster import BatchSpec, RayStageRunner
+
+    remote = store.replica
+    fetch = None
+    if remote is not None:
+        root = f"{remote.url}/{stage.name}"
+
+        def fetch(name: str) -> None:
+            remote.storage.download(f"{stage.name}/{name}", store.shard_dir / name)
+    else:
+        root = str(store.shard_dir)
+    spec = BatchSpec(
+        stage=stage.name,
+        # one parse process per Ray worker: Ray spreads the batches over the CPUs
+        config=replace(_midi_config(cfg), workers=1) if stage.name == "midi" else cfg.text,
+        total_files=kwargs["total_files"],
+        input_fp=kwargs["input_fp"],
+        settings=stage.fingerprint(),
+        shard_root=root,
+    )
+    return RayStageRunner(
+        stage,
+        store,
+        spec=spec,
+        fetch=fetch,
+        text_actors=cfg.ray_text_actors,
+        gpus_per_actor=cfg.ray_gpus_per_actor,
+        **kwargs,
+    )
 
 
 def _save_partial_after_error(cfg, source, stores, total, summary) -> None:

@@ -6,7 +6,7 @@ then committing it with one log append (``amtprep.commit``), the checkpoint summ
 ``checkpoint_interval`` batches, stopping between batches on a signal, and ``--retry_failed``.
 A batch's counters travel in its shard footer and its log entry, never only in memory.
 
-Public: ``StageRunner``, ``StageResult``, ``plan_batches``, ``uncovered``.
+Public: ``StageRunner``, ``StageResult``, ``plan_batches``, ``uncovered``, ``finish_table``.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class StageRunner:
         remaining = self.total_files - done_before
         self._total_batches = len(store.live) + -(-remaining // self.batch_size)
         bar = self._progress_bar(done_before)
-        since_save = 0
+        self._since_save = 0
         t_run = time.perf_counter()
         last_dt = 0.0
         try:
@@ -179,16 +179,7 @@ class StageRunner:
                     batch[-1].idx,
                     crash_tag=f"{self.stage.name}.shard",
                 )
-                store.commit(entry, counters, dt)
-                last_dt = time.perf_counter() - t0
-                result.processed += entry.rows
-                result.failed += entry.failed
-                since_save += 1
-                if since_save >= self.checkpoint_interval:
-                    store.save_summary(self._batch_info(result, t_run, last_dt))
-                    since_save = 0
-                self._report(bar, entry.rows, result, t_run, last_dt)
-                batch_delay()
+                last_dt = self._commit(entry, counters, dt, result, t_run, t0, bar)
                 if deferred is not None:
                     raise deferred
             else:
@@ -267,6 +258,30 @@ class StageRunner:
         return result
 
     # -- internals --------------------------------------------------------------------------
+    def _commit(
+        self,
+        entry,
+        counters: dict[str, int],
+        seconds: float,
+        result: StageResult,
+        t_run: float,
+        t0: float,
+        bar=None,
+    ) -> float:
+        """Commit a published shard (its log entry), save the summary every
+        ``checkpoint_interval`` batches, report; returns the batch's wall time."""
+        self.store.commit(entry, counters, seconds)
+        last_dt = time.perf_counter() - t0
+        result.processed += entry.rows
+        result.failed += entry.failed
+        self._since_save += 1
+        if self._since_save >= self.checkpoint_interval:
+            self.store.save_summary(self._batch_info(result, t_run, last_dt))
+            self._since_save = 0
+        self._report(bar, entry.rows, result, t_run, last_dt)
+        batch_delay()
+        return last_dt
+
     def _prefetch(self, batch: list[Record]) -> None:
         """A stage may start on the next batch early (``prefetch``); nothing is committed."""
         prefetch = getattr(self.stage, "prefetch", None)
@@ -274,19 +289,15 @@ class StageRunner:
             prefetch(batch)
 
     def _process(self, batch: list[Record], attempts: np.ndarray) -> pa.Table:
-        table = self.stage.process(batch)
-        _check_contract(table, batch, self.stage.name)
-        now = pa.array(np.full(len(batch), int(time.time() * 1000), dtype="datetime64[ms]"))
-        table = table.append_column(RUN_FIELDS[0], pa.array(attempts, pa.int32()))
-        table = table.append_column(RUN_FIELDS[1], now.cast(RUN_FIELDS[1].type))
-        meta = dict(table.schema.metadata or {})
-        extra = getattr(self.stage, "schema_metadata", None)
-        if callable(extra):
-            meta.update({str(k).encode(): str(v).encode() for k, v in extra().items()})
-        meta.update(
-            shard_identity_metadata(self.stage.name, self.total_files, self.input_fp, self.settings)
+        return finish_table(
+            self.stage,
+            self.stage.process(batch),
+            batch,
+            attempts,
+            self.total_files,
+            self.input_fp,
+            self.settings,
         )
-        return table.replace_schema_metadata(meta)
 
     def _batch_info(self, result: StageResult, t_run: float, last: float) -> dict:
         elapsed = time.perf_counter() - t_run
@@ -328,6 +339,29 @@ class StageRunner:
             self.store.failed,
             bi["files_per_second"],
         )
+
+
+def finish_table(
+    stage: Stage,
+    table: pa.Table,
+    batch: Sequence[Record],
+    attempts: np.ndarray,
+    total_files: int,
+    input_fp: dict[str, Any],
+    settings: dict[str, Any],
+) -> pa.Table:
+    """A stage's table as a shard holds it: contract checked, run columns and the identity
+    footer added (the same wherever the batch ran: here or on a cluster worker)."""
+    _check_contract(table, batch, stage.name)
+    now = pa.array(np.full(len(batch), int(time.time() * 1000), dtype="datetime64[ms]"))
+    table = table.append_column(RUN_FIELDS[0], pa.array(attempts, pa.int32()))
+    table = table.append_column(RUN_FIELDS[1], now.cast(RUN_FIELDS[1].type))
+    meta = dict(table.schema.metadata or {})
+    extra = getattr(stage, "schema_metadata", None)
+    if callable(extra):
+        meta.update({str(k).encode(): str(v).encode() for k, v in extra().items()})
+    meta.update(shard_identity_metadata(stage.name, total_files, input_fp, settings))
+    return table.replace_schema_metadata(meta)
 
 
 def _check_contract(table: pa.Table, batch: Sequence[Record], stage: str) -> None:

@@ -5,7 +5,8 @@ A shard holds the rows of one contiguous idx range ``[first, last]`` of one stag
 generation ``part-<first>-<last>.r<gen>.parquet`` that supersedes the older one. Shards are written
 whole to a temp name, fsync'd and renamed: a published shard is never appended to or half written.
 
-Public: ``ShardEntry``, ``shard_name``, ``parse_shard_name``, ``write_shard``, ``inspect_shard``,
+Public: ``ShardEntry``, ``shard_name``, ``parse_shard_name``, ``write_shard``, ``describe_shard``,
+``inspect_shard``,
 ``read_shard``, ``ShardInvalid``.
 """
 
@@ -95,6 +96,14 @@ def write_shard(
     data = table_to_parquet_bytes(table)
     name = shard_name(first, last, generation)
     atomic_write(directory / name, data, crash_tag=crash_tag)
+    return describe_shard(name, data, table)
+
+
+def describe_shard(name: str, data: bytes, table: pa.Table | None = None) -> ShardEntry:
+    """The entry of a shard given its bytes (and its table, when at hand: saves a decode)."""
+    first, last, generation = parse_shard_name(name) or (0, -1, 0)
+    if table is None:
+        table = pq.read_table(io.BytesIO(data), columns=["status"])
     failed = 0
     if "status" in table.column_names:
         failed = int(pc.sum(pc.equal(table.column("status"), "failed")).as_py() or 0)
