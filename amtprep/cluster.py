@@ -18,7 +18,7 @@ per range exists and its counters count once. An actor that dies (its node remov
 batches resubmitted to a new actor; a driver killed at any moment resumes like a local run
 (shards a task wrote but the driver never committed are adopted as orphans).
 
-Public: ``RayStageRunner``, ``BatchSpec``, ``run_batch``, ``ray_session``.
+Public: ``RayStageRunner``, ``RemoteTextStage``, ``BatchSpec``, ``run_batch``, ``ray_session``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import os
 import pickle
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,13 @@ log = logging.getLogger(__name__)
 
 KILL_ONCE_ENV = "AMTPREP_RAY_KILL_ONCE"  # test hook: a task kills its worker after its write
 ACTOR_NOTE_ENV = "AMTPREP_RAY_ACTOR_NOTE"  # test hook: a folder where actors note their node
+TEST_HOOKS = (
+    "AMTPREP_CRASH",
+    "AMTPREP_FAIL_AT",
+    "AMTPREP_SIGNAL_AT",
+    "AMTPREP_TEST_",
+    "AMTPREP_RAY_",
+)
 
 
 @dataclass(frozen=True)
@@ -151,11 +158,12 @@ def _midi_task(spec: BatchSpec, records: list[Record], attempts: np.ndarray) -> 
 
 
 class _TextActor:
-    """Holds the text model; one batch at a time (Ray queues the rest of its window)."""
+    """Holds the text model; runs one batch at a time (Ray queues the rest of its window)."""
 
-    def __init__(self, spec: BatchSpec) -> None:
-        self.spec = spec
-        self.stage = _stage_for(spec)
+    def __init__(self, config: Any) -> None:
+        from amtprep.text import TextStage
+
+        self.stage = TextStage(config)
         note = os.environ.get(ACTOR_NOTE_ENV)
         if note:
             import ray
@@ -166,11 +174,62 @@ class _TextActor:
                 fh.write(node)
             os.replace(path + ".tmp", path)
 
-    def run(self, records: list[Record], attempts: np.ndarray) -> dict:
-        return run_batch(self.stage, self.spec, records, attempts)
+    def describe(self) -> dict[str, Any]:
+        fp = self.stage.fingerprint()
+        return {"fingerprint": fp, "counters": dict(self.stage.counters())}
 
-    def pid(self) -> int:
-        return os.getpid()
+    def run(self, spec: BatchSpec, records: list[Record], attempts: np.ndarray) -> dict:
+        return run_batch(self.stage, spec, records, attempts)
+
+    def process(self, records: list[Record]):
+        return self.stage.process(records)
+
+
+class RemoteTextStage:
+    """The text stage as the driver sees it under Ray: a pool of actors holding the model.
+
+    The driver never loads the model (nor imports torch): the fingerprint the identity check
+    needs comes from the first actor. ``process`` (used by ``--retry_failed`` only) runs a
+    batch on an actor and brings its table back.
+    """
+
+    name = "text"
+
+    def __init__(self, config: Any, actors: int = 1, gpus_per_actor: float = 0.0) -> None:
+        import ray
+
+        self.ray = ray
+        self.config = config
+        # No CPU reserved: the actors are made as the run starts, so their model loads while
+        # the MIDI tasks hold the CPUs; the two stages' batches never run at the same time.
+        # On GPUs, num_gpus places them.
+        self._cls = ray.remote(num_cpus=0, num_gpus=gpus_per_actor, max_restarts=0)(_TextActor)
+        self.actors = [self.new_actor() for _ in range(max(1, actors))]
+        self._pending = self.actors[0].describe.remote()
+        self._described: dict[str, Any] | None = None
+
+    def new_actor(self):
+        return self._cls.remote(self.config)
+
+    def _describe(self) -> dict[str, Any]:
+        if self._described is None:
+            self._described = self.ray.get(self._pending)
+        return self._described
+
+    def fingerprint(self) -> dict[str, Any]:
+        return self._describe()["fingerprint"]
+
+    def counters(self) -> dict[str, int]:
+        return {k: 0 for k in self._describe()["counters"]}
+
+    def process(self, records: Sequence[Record]):
+        return self.ray.get(self.actors[0].process.remote(list(records)))
+
+    def close(self) -> None:
+        for actor in self.actors:
+            with contextlib.suppress(Exception):
+                self.ray.kill(actor)
+        self.actors = []
 
 
 @contextlib.contextmanager
@@ -185,7 +244,8 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[An
     if started:
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         # the test hooks (crash points, kill markers) reach the workers as they reach us
-        hooks = {k: v for k, v in os.environ.items() if k.startswith("AMTPREP_")}
+        # (only those: a job-specific environment makes Ray start fresh worker processes)
+        hooks = {k: v for k, v in os.environ.items() if k.startswith(TEST_HOOKS)}
         if hooks:
             kwargs["runtime_env"] = {"env_vars": hooks}
         if address:
@@ -214,8 +274,6 @@ class RayStageRunner(StageRunner):
         *args: Any,
         spec: BatchSpec,
         fetch: Callable[[str], None] | None = None,
-        text_actors: int = 1,
-        gpus_per_actor: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -224,9 +282,6 @@ class RayStageRunner(StageRunner):
         self.ray = ray
         self.spec = spec
         self.fetch = fetch  # bucket output: bring the shard a worker published into the copy
-        self.text_actors = max(1, text_actors)
-        self.gpus_per_actor = gpus_per_actor
-        self._actors: list[Any] = []
         self._next_actor = 0
         self.resubmitted = 0
         if spec.stage == "midi":
@@ -234,22 +289,16 @@ class RayStageRunner(StageRunner):
             cpus = int(ray.cluster_resources().get("CPU", 1))
             self.window = max(2, 2 * cpus)
         else:
-            self._actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_actor, max_restarts=0)(
-                _TextActor
-            )
-            self._actors = [self._new_actor() for _ in range(self.text_actors)]
-            self.window = 2 * self.text_actors
-
-    def _new_actor(self):
-        return self._actor_cls.remote(self.spec)
+            self.window = 2 * len(self.stage.actors)
 
     def _submit(self, batch: list[Record]) -> tuple[Any, Any]:
         attempts = np.ones(len(batch), dtype=np.int32)
         if self.spec.stage == "midi":
             return self._task.remote(self.spec, batch, attempts), None
-        actor = self._actors[self._next_actor % len(self._actors)]
+        actors = self.stage.actors
+        actor = actors[self._next_actor % len(actors)]
         self._next_actor += 1
-        return actor.run.remote(batch, attempts), actor
+        return actor.run.remote(self.spec, batch, attempts), actor
 
     def _check_published(self, entry: ShardEntry) -> None:
         """A worker's entry is committed only for the shard it names, as it names it."""
@@ -262,7 +311,8 @@ class RayStageRunner(StageRunner):
             raise ShardInvalid(f"{entry.name}: differs from the entry its worker returned")
 
     def _replace(self, dead: Any) -> None:
-        self._actors = [a for a in self._actors if a is not dead] + [self._new_actor()]
+        stage = self.stage
+        stage.actors = [a for a in stage.actors if a is not dead] + [stage.new_actor()]
 
     def run(self, records: Iterable[Record]) -> StageResult:
         ray = self.ray
@@ -311,9 +361,6 @@ class RayStageRunner(StageRunner):
             for ref in inflight:  # a stop or an error: what is in flight is dropped, uncommitted
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
-            for actor in self._actors:
-                with contextlib.suppress(Exception):
-                    ray.kill(actor)
             result.seconds = time.perf_counter() - t_run
             result.complete = store.complete
             result.counters = dict(store.counters)

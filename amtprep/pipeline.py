@@ -102,11 +102,24 @@ def _midi_config(cfg: RunConfig):
     )
 
 
+def _ray_started() -> bool:
+    """A Ray session is up (``_executor``): stages with work left run on it; a stage built only
+    to be checked (a merge-only run) is built here."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
 def _build_stage(name: str, cfg: RunConfig):
     if name == "midi":
         from amtprep.midi import MidiStage
 
         return MidiStage(_midi_config(cfg))
+    if cfg.executor == "ray" and _ray_started():  # the model lives in the actors only
+        from amtprep.cluster import RemoteTextStage
+
+        return RemoteTextStage(cfg.text, cfg.ray_text_actors, cfg.ray_gpus_per_actor)
     from amtprep.text import TextStage
 
     return TextStage(cfg.text)
@@ -434,6 +447,9 @@ def _warm_midi_stage(cfg: RunConfig) -> dict[str, Any]:
 
 def _run_stages(cfg, source, stores, input_fp, total, stop, summary, early=None) -> None:
     early = early if early is not None else {}
+    text_left = not stores["text"].complete or cfg.retry_failed
+    if cfg.executor == "ray" and "text" in cfg.stages and text_left and _ray_started():
+        early.setdefault("text", _build_stage("text", cfg))  # its actors load during MIDI
     for name in _work(cfg):
         if stop.requested:
             break
@@ -507,21 +523,13 @@ def _ray_runner(cfg: RunConfig, stage, store: StageStore, kwargs: dict):
     spec = BatchSpec(
         stage=stage.name,
         # one parse process per Ray worker: Ray spreads the batches over the CPUs
-        config=replace(_midi_config(cfg), workers=1) if stage.name == "midi" else cfg.text,
+        config=replace(_midi_config(cfg), workers=1) if stage.name == "midi" else None,
         total_files=kwargs["total_files"],
         input_fp=kwargs["input_fp"],
         settings=stage.fingerprint(),
         shard_root=root,
     )
-    return RayStageRunner(
-        stage,
-        store,
-        spec=spec,
-        fetch=fetch,
-        text_actors=cfg.ray_text_actors,
-        gpus_per_actor=cfg.ray_gpus_per_actor,
-        **kwargs,
-    )
+    return RayStageRunner(stage, store, spec=spec, fetch=fetch, **kwargs)
 
 
 def _save_partial_after_error(cfg, source, stores, total, summary) -> None:

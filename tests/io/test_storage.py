@@ -75,3 +75,24 @@ def test_a_crash_before_the_link_leaves_no_final_object(tmp_path):
     assert storage.list() == [] and not storage.exists("shard")
     storage.write_new("shard", b"y")  # the retry publishes
     assert storage.read("shard") == b"y"
+
+
+def test_midi_bytes_read_from_a_bucket_fail_as_files_do(s3_root):
+    """Workers read MIDI files in a bucket with one ranged GET: missing, empty and too large
+    objects get the same named errors as files on disk."""
+    from amtprep.midi.errors import EmptyFileError, MissingFileError, TooLargeError
+    from amtprep.midi.extract import read_midi_bytes
+
+    st = open_storage(f"{s3_root}/midi-read")
+    st.write_new("ok.mid", b"MThd" + bytes(20))
+    st.write_new("empty.mid", b"")
+    st.write_new("big.mid", bytes(1000))
+    base = f"{s3_root}/midi-read"
+    assert read_midi_bytes(f"{base}/ok.mid", 100) == b"MThd" + bytes(20)
+    with pytest.raises(MissingFileError, match="no such object"):
+        read_midi_bytes(f"{base}/absent.mid", 100)
+    with pytest.raises(EmptyFileError):
+        read_midi_bytes(f"{base}/empty.mid", 100)
+    with pytest.raises(TooLargeError):
+        read_midi_bytes(f"{base}/big.mid", 999)
+    assert len(read_midi_bytes(f"{base}/big.mid", 1000)) == 1000
