@@ -480,7 +480,13 @@ def main(
     debug = args.log_level == "debug"
     if args.show_progress or args.list_checkpoints or args.reset_progress:
         if "://" in str(args.output_dir):
-            parser.error("the housekeeping flags work on a local --output_dir only for now")
+            if not args.show_progress:
+                parser.error("--list_checkpoints and --reset_progress need a local --output_dir")
+            try:
+                return _remote_progress(args)
+            except Exception as exc:  # no credentials, no such bucket: say so, no traceback
+                print(f"{prog}: cannot read {args.output_dir}: {exc}", file=sys.stderr)
+                return 4
         return _housekeeping(args)
     resolve_remote_output(args)
     setup_logging(args.log_level, args.output_dir)
@@ -570,6 +576,37 @@ def _print_progress(args: argparse.Namespace) -> None:
     paths = _checkpoint_paths(args)
     statuses = [stage_status(s, paths[s], args.output_dir / s) for s in ("midi", "text")]
     print(format_status(args.output_dir, statuses), file=sys.stderr)
+
+
+def _remote_progress(args: argparse.Namespace) -> int:
+    """--show_progress on a bucket: the stages' summaries as the bucket holds them (each is
+    rewritten there with every checkpoint save)."""
+    import tempfile
+
+    from amtprep.io.storage import open_storage
+    from amtprep.status import format_status, stage_status
+
+    url = str(args.output_dir).rstrip("/")
+    storage = open_storage(url)
+    with tempfile.TemporaryDirectory() as tmp:
+        statuses = []
+        for stage in ("midi", "text"):
+            local = Path(tmp) / f"{stage}_checkpoint.json"
+            try:
+                storage.download(f"{stage}_checkpoint.json", local)
+            except FileNotFoundError:
+                pass
+            statuses.append(stage_status(stage, local, Path(tmp) / stage))
+    from amtprep.commit.remote import read_pointer
+    from amtprep.io.lease import Lease
+
+    holder = Lease(storage).current_holder()
+    text = format_status(url, statuses, holder=holder)
+    pointer, _ = read_pointer(storage, "final")
+    if pointer:
+        text += f"\n  final dataset:  {pointer['data']} (releases/final.json)"
+    print(text, file=sys.stderr)
+    return 0
 
 
 def _checkpoint_paths(args: argparse.Namespace) -> dict[str, Path]:

@@ -291,8 +291,8 @@ def run(cfg: RunConfig) -> RunSummary:
     cfg = _stage_remote_inputs(cfg)
     source = _open_source(cfg)
     remote = _open_remote(cfg)
-    if remote is not None:  # a run that started there left lease objects behind
-        ran_here_before = bool(remote.storage.list("_lease"))
+    if remote is not None:
+        ran_here_before = remote.ran_here_before()
     else:
         ran_here_before = (cfg.output_dir / LOCK_NAME).exists()  # every run leaves its lock note
     with (

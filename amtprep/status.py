@@ -161,8 +161,11 @@ def _duration(s: float | None) -> str:
     return f"{h}h{m:02d}m{sec:02d}s" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
 
-def format_status(output_dir: Path, statuses: list[StageStatus]) -> str:
-    holder = live_holder(output_dir)
+def format_status(
+    output_dir: Path | str, statuses: list[StageStatus], holder: dict | None = None
+) -> str:
+    """``holder``: who runs there, when known otherwise (a bucket's lease); else the lock note."""
+    holder = holder if holder is not None else live_holder(Path(output_dir))
     lines = [f"amtprep status of {output_dir}"]
     if holder:
         lines.append(
@@ -196,8 +199,8 @@ def format_status(output_dir: Path, statuses: list[StageStatus]) -> str:
                 f"    made from:      {st.input.get('path')} (sha256 "
                 f"{str(st.input.get('sha256'))[:12]}, MIDI root {st.input.get('midi_root')})"
             )
-    final = output_dir / "final"
-    if final.is_dir():
+    final = Path(output_dir) / "final"
+    if not isinstance(output_dir, str) and final.is_dir():
         lines.append(
             f"  final dataset:  {final} ({len(list(final.glob('data-*.parquet')))} file(s))"
         )

@@ -88,6 +88,9 @@ def test_whole_job_in_a_bucket_equals_a_local_run(job, tiny_bert, bucket, local_
     files = fs.glob(f"{pointer['data'][5:]}/data-*.parquet")
     table = ds.dataset(files, filesystem=fs, format="parquet").to_table()
     assert table.num_rows == 19
+    r = run_cli("--show_progress", "--output_dir", url)
+    assert r.stderr.count("completed:      20 (100.0%)  [complete]") == 2, r.stderr
+    assert f"final dataset:  {pointer['data']}" in r.stderr
     # a re-run does nothing and keeps the release
     r = _s3_run(job, tiny_bert, url, tmp_path / "wd")
     assert r.returncode == 0 and "up to date" in r.stderr
@@ -148,6 +151,11 @@ def test_second_run_on_the_same_bucket_is_refused_by_the_lease(job, tiny_bert, b
         assert r.returncode != 0
         assert "in use by another amtprep run" in r.stderr
         assert f"PID {first.pid} on host" in r.stderr
+        # progress as the bucket holds it, from anywhere, with the lease holder named
+        r = run_cli("--show_progress", "--output_dir", url)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert f"amtprep status of {url}" in r.stderr
+        assert f"running: PID {first.pid}" in r.stderr
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=120)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from amtprep.commit.log import LOG_NAME, decode_line
-from amtprep.errors import LeaseLostError, ObjectExistsError, OutputDirError
+from amtprep.errors import LeaseLostError, LockHeldError, ObjectExistsError, OutputDirError
 from amtprep.io.crashpoints import crashpoint
 from amtprep.io.lease import Lease
 from amtprep.io.storage import Storage, open_storage
@@ -102,14 +102,27 @@ class RemoteOutput:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
+    def ran_here_before(self) -> bool:
+        """A run started here before (it left lease objects); raises ``OutputDirError`` when
+        the bucket cannot be reached."""
+        return bool(self._reach(lambda: self.storage.list("_lease")))
+
     def acquire(self) -> None:
-        try:
-            self.lease.acquire()
-        except OSError as exc:
-            raise OutputDirError(f"cannot reach {self.url}: {exc}") from exc
+        self._reach(self.lease.acquire)
         self._renewed_at = time.monotonic()
         self._thread = threading.Thread(target=self._renew_loop, name="amtprep-lease", daemon=True)
         self._thread.start()
+
+    def _reach(self, call):
+        try:
+            return call()
+        except LockHeldError:
+            raise
+        except Exception as exc:  # botocore's credential errors are not OSErrors
+            raise OutputDirError(
+                f"cannot reach {self.url}: {exc}; check the bucket name and the AWS_* "
+                "variables or ~/.aws (credentials, region, AWS_ENDPOINT_URL)"
+            ) from exc
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.lease.ttl_s / 3):

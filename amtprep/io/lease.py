@@ -1,7 +1,7 @@
 """One writer per output location where there are no file locks: a lease of create-only objects.
 
 Public API: ``Lease(storage, ttl_s=60.0, clock=time.time)`` with ``acquire()``, ``renew()``,
-``release()``, ``generation`` and ``holder``; ``LEASE_PREFIX``.
+``release()``, ``current_holder()``, ``generation`` and ``holder``; ``LEASE_PREFIX``.
 
 ``io/lock.py``'s ``flock`` needs a local file system. On object storage the lease is a chain of
 small JSON objects ``_lease/<generation>.json``, each written create-only
@@ -114,6 +114,13 @@ class Lease:
         if self.generation is not None and not self._write(self.generation + 1, released=True):
             log.warning("the lease was taken over before it was released")
         self.generation = None
+
+    def current_holder(self) -> dict | None:
+        """The live holder (unexpired, not released), read without taking the lease."""
+        _, body = self._latest()
+        if body and not body.get("released") and body["expires"] > self.clock():
+            return body
+        return None
 
     def _write(self, generation: int, released: bool) -> bool:
         body = {**self.holder, "generation": generation, "released": released}

@@ -27,8 +27,10 @@ def stage_remote_file(url: str, dest_dir: Path) -> Path:
     storage = open_storage(parent)
     try:
         etag = storage.etag(name)
-    except OSError as exc:
-        raise InputFileError(f"cannot read {url}: {exc}") from exc
+    except Exception as exc:  # botocore's credential errors are not OSErrors
+        raise InputFileError(
+            f"cannot read {url}: {exc}; check the AWS_* variables or ~/.aws"
+        ) from exc
     if etag is None:
         raise InputFileError(f"{url}: no such object")
     local = dest_dir / name
