@@ -3,7 +3,8 @@
     python bench/text_stage.py [--n 300] [--repeats 3] [--methods ...]
 
 Methods: ``hf_one_at_a_time`` (AutoModel per caption), ``hf_batched`` (32, unsorted, padded to
-longest), ``sentence_transformers`` (``encode``, batch 32), ``stage_fp32`` and ``stage_bf16``
+longest), ``sentence_transformers`` (``encode``, batch 32), ``stage_fp32`` (oneDNN linears),
+``stage_fp32_torch_linears`` (the ``F.linear`` fallback, ``AMTPREP_LINEAR=torch``) and ``stage_bf16``
 (TextStage.process on runner batches of ``--runner_batch`` records). Each method runs in a fresh
 process (so peak RSS is its own) kept alive for the whole run, warms up on one batch, then the
 methods take turns for ``--repeats`` timed passes over all captions (best pass reported, median
@@ -29,7 +30,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-METHODS = ("hf_one_at_a_time", "hf_batched", "sentence_transformers", "stage_fp32", "stage_bf16")
+METHODS = (
+    "hf_one_at_a_time",
+    "hf_batched",
+    "sentence_transformers",
+    "stage_fp32_torch_linears",
+    "stage_fp32",
+    "stage_bf16",
+)
 BASELINE = "sentence_transformers"
 
 GENRES = [
@@ -185,6 +193,8 @@ def _make_encoder(method: str, runner_batch: int):
     from amtprep.records import Record
     from amtprep.text import TextStage
 
+    if method == "stage_fp32_torch_linears":  # the fallback route, F.linear (issue 14)
+        os.environ["AMTPREP_LINEAR"] = "torch"
     stage = TextStage(TextConfig(dtype="bf16" if method == "stage_bf16" else "fp32"))
 
     def encode(caps: list[str]) -> np.ndarray:

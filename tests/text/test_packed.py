@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer, RobertaConfig, RobertaModel
 
 from amtprep.text.device import cpu_bf16_supported
-from amtprep.text.packed import PackedBert
+from amtprep.text.packed import PackedBert, onednn_linear_available
 
 from .conftest import CAPTIONS
 
@@ -55,3 +55,95 @@ def test_packed_bf16_matches_autocast(model_and_batch):
     assert got.dtype == torch.float32
     # Same bf16 matmuls as autocast; only summation order may differ.
     torch.testing.assert_close(got[real], expected[real].float(), atol=2e-2, rtol=0)
+
+
+needs_onednn = pytest.mark.skipif(
+    not onednn_linear_available(), reason="no oneDNN linear op on this torch/CPU"
+)
+
+
+@needs_onednn
+def test_onednn_linears_match_hugging_face_forward(model_and_batch):
+    model, batch = model_and_batch
+    mask = batch["attention_mask"]
+    with torch.inference_mode():
+        expected = model(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+        fast = PackedBert(model)
+        got = fast(batch["input_ids"], mask)
+        plain = PackedBert(model, linears="torch")(batch["input_ids"], mask)
+    assert fast.linears == "onednn" and fast._fuse_gelu
+    real = mask.bool()
+    torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[real], plain[real], atol=1e-5, rtol=0)
+
+
+def test_torch_linears_when_onednn_is_unavailable_or_turned_off(model_and_batch, monkeypatch):
+    """The fallback is taken, and equal, when the probe fails (simulated) or when asked."""
+    import amtprep.text.packed as packed
+
+    model, batch = model_and_batch
+    mask = batch["attention_mask"]
+    with torch.inference_mode():
+        expected = model(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+    monkeypatch.setattr(packed, "onednn_linear_available", lambda: False)
+    fallback = PackedBert(model)
+    assert fallback.linears == "torch"
+    with pytest.raises(ValueError, match="oneDNN"):
+        PackedBert(model, linears="onednn")
+    monkeypatch.undo()
+    monkeypatch.setenv(packed.LINEAR_ENV, "torch")
+    assert PackedBert(model).linears == "torch"
+    with torch.inference_mode():
+        got = fallback(batch["input_ids"], mask)
+    real = mask.bool()
+    torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=0)
+
+
+def test_bf16_weights_keep_the_torch_route(model_and_batch):
+    model, _ = model_and_batch
+    assert PackedBert(model, matmul_dtype=torch.bfloat16).linears == "torch"
+
+
+@pytest.fixture(scope="module")
+def plain_reference(model_and_batch):
+    """Mean-pooled vectors of the plain Hugging Face fp32 forward, one caption at a time."""
+    from transformers import AutoTokenizer
+
+    model, _ = model_and_batch
+    tokenizer = AutoTokenizer.from_pretrained(model.name_or_path, local_files_only=True)
+    rows = []
+    with torch.inference_mode():
+        for caption in CAPTIONS:
+            enc = tokenizer([caption.strip()], return_tensors="pt", truncation=True, max_length=512)
+            hidden = model(**{k: enc[k] for k in ("input_ids", "attention_mask")}).last_hidden_state
+            rows.append(hidden[0].mean(dim=0))
+    return torch.stack(rows).numpy()
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "max_tokens"), [(1, None), (3, None), (32, None), (4, 60), (64, 2048)]
+)
+def test_stage_vectors_equal_the_plain_forward_for_any_batching_and_order(
+    tiny_bert, plain_reference, batch_size, max_tokens
+):
+    import random
+
+    import numpy as np
+
+    from amtprep.config import TextConfig
+    from amtprep.text import TextStage
+
+    from .conftest import embedding_matrix, make_records
+
+    stage = TextStage(
+        TextConfig(
+            model=str(tiny_bert), model_batch_size=batch_size, max_tokens_per_batch=max_tokens
+        )
+    )
+    packed = stage.encoder._packed
+    assert packed is not None
+    assert packed.linears == ("onednn" if onednn_linear_available() else "torch")
+    order = list(range(len(CAPTIONS)))
+    random.Random(batch_size).shuffle(order)
+    table = stage.process(make_records([CAPTIONS[i] for i in order]))
+    np.testing.assert_allclose(embedding_matrix(table), plain_reference[order], atol=1e-5, rtol=0)
