@@ -60,8 +60,8 @@ class TextConfig:
     dtype: str = "auto"  # auto | fp32 | fp16 | bf16
     embedding_dtype: str = "float32"  # float32 | float16 (storage)
     use_gpu: bool = False
-    model_batch_size: int | None = None  # None: 32 on CPU, 128 on GPU
-    max_tokens_per_batch: int | None = None
+    model_batch_size: int | None = None  # None: 256 on CPU, 128 on GPU
+    max_tokens_per_batch: int | None = None  # None: 2048 (fp32) / 4096 (bf16) on CPU, none on GPU
     max_caption_chars: int = 20_000  # longer captions fail as caption_too_long (not tokenised)
     sort_window: int = 16  # model batches sorted by length together
     threads: int | None = None  # torch threads; None: cores available

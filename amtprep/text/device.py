@@ -3,7 +3,7 @@
 Public API: ``ComputePlan``, ``choose_device(use_gpu, cuda_available)``,
 ``choose_compute(dtype, device, *, bf16_supported, fp16_safe=True)``,
 ``plan_compute(use_gpu, dtype, *, fp16_safe=True)`` (probes torch),
-``default_model_batch_size(device)``, ``cpu_bf16_supported()``.
+``default_model_batch_size(device)``, ``default_max_tokens(plan)``, ``cpu_bf16_supported()``.
 """
 
 from __future__ import annotations
@@ -73,7 +73,19 @@ def choose_compute(
 
 
 def default_model_batch_size(device: str) -> int:
-    return 128 if device == "cuda" else 32
+    """At most this many captions per model batch; on CPU the token budget is what binds."""
+    return 128 if device == "cuda" else 256
+
+
+# Token budgets per CPU model batch, by measurement (bench/README.md, issue 14): bf16 gains up to
+# ~4k tokens (larger AMX matmuls), fp32 is flat from 1k to 3k tokens and slower beyond. Both are ~3 MiB of
+# [tokens, hidden] activations for a 384-wide model.
+CPU_MAX_TOKENS = {"fp32": 2048, "bf16": 4096}
+
+
+def default_max_tokens(plan: ComputePlan) -> int | None:
+    """Padded tokens per model batch when the user sets none: a budget on CPU, none on a GPU."""
+    return CPU_MAX_TOKENS.get(plan.dtype) if plan.device == "cpu" else None
 
 
 def cpu_bf16_supported() -> bool:

@@ -27,7 +27,12 @@ from amtprep.errors import ConfigError
 from amtprep.records import STATUS_FAILED, STATUS_OK, Record, RecordFailure
 from amtprep.text.arrow import EMBEDDING_DTYPES, embedding_array, text_schema, token_embedding_array
 from amtprep.text.cache import CachedEmbedding, EmbeddingCache
-from amtprep.text.device import available_cores, default_model_batch_size, plan_compute
+from amtprep.text.device import (
+    available_cores,
+    default_max_tokens,
+    default_model_batch_size,
+    plan_compute,
+)
 from amtprep.text.encoder import POOLINGS, Encoder
 from amtprep.text.family import check_pooling, encoder_family, resolve_max_length
 from amtprep.text.model import load_config, load_model, resolve_model
@@ -118,7 +123,7 @@ class TextStage:
             max_length=self.max_length,
             batch_size=cfg.model_batch_size or default_model_batch_size(self.plan.device),
             sort_window=cfg.sort_window,
-            max_tokens=cfg.max_tokens_per_batch,
+            max_tokens=cfg.max_tokens_per_batch or default_max_tokens(self.plan),
             prefetch_depth=2 if self.plan.device == "cuda" else 0,
         )
         self.dim = self.encoder.dim

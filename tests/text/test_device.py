@@ -81,3 +81,27 @@ def test_use_gpu_without_cuda_warns_and_runs_on_cpu(tiny_bert, caplog):
     assert stage.plan.device == "cpu"
     table = stage.process(make_records(["A calm piano piece."]))
     assert table.column("status").to_pylist() == ["ok"]
+
+
+def test_cpu_batches_are_bounded_by_tokens_by_default():
+    from amtprep.text.device import (
+        CPU_MAX_TOKENS,
+        ComputePlan,
+        default_max_tokens,
+        default_model_batch_size,
+    )
+
+    assert default_max_tokens(ComputePlan("cpu", "fp32", autocast=False)) == 2048
+    assert default_max_tokens(ComputePlan("cpu", "bf16", autocast=True)) == 4096
+    assert default_max_tokens(ComputePlan("cuda", "bf16", autocast=False)) is None
+    # the caption cap is loose enough that the budget cuts batches of ~65-token captions
+    assert default_model_batch_size("cpu") * 65 > max(CPU_MAX_TOKENS.values())
+
+
+def test_stage_uses_the_token_budget_unless_told_otherwise(tiny_bert):
+    from amtprep.config import TextConfig
+    from amtprep.text import TextStage
+
+    assert TextStage(TextConfig(model=str(tiny_bert))).encoder.max_tokens == 2048
+    told = TextStage(TextConfig(model=str(tiny_bert), max_tokens_per_batch=300))
+    assert told.encoder.max_tokens == 300

@@ -72,4 +72,5 @@ def test_bf16_on_cpu_stays_close_to_fp32(default_stage):
     assert bf16.fingerprint()["dtype"] == "bf16"
     fast = embedding_matrix(bf16.process(make_records(MIDICAPS_STYLE)))
     exact = embedding_matrix(default_stage.process(make_records(MIDICAPS_STYLE)))
-    assert ((fast * exact).sum(axis=1)).min() >= 0.999
+    # issue 14's bound for bf16 weights and residual stream (measured 0.9999 on 1,020 captions)
+    assert ((fast * exact).sum(axis=1)).min() >= 0.9998
