@@ -23,8 +23,8 @@ DTYPES = ("auto", "fp32", "fp16", "bf16")
 class ComputePlan:
     device: str  # "cpu" | "cuda"
     dtype: str  # "fp32" | "bf16" | "fp16": the precision of the matmuls
-    # CPU bf16 runs under autocast (weights stay fp32, matmuls in bf16: cosine >= 0.9999 to fp32);
-    # on a GPU the weights are cast once, which is faster and what the GPU is built for.
+    # CPU bf16: a BERT's packed forward casts weights and residual stream once (cosine >= 0.9998 to
+    # fp32, issue 14); other encoders run under autocast. On a GPU the weights are cast once.
     autocast: bool
 
 

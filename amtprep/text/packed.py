@@ -21,7 +21,7 @@ to torch, so it is used only after a probe at start-up shows it present and equa
 
 bf16 on CPU: the whole residual stream is bf16 (LayerNorm computes in fp32 inside and rounds its
 output), like ``model.to(torch.bfloat16)``; pooling and normalisation stay fp32 in the encoder.
-Measured min cosine to fp32 0.9999 on the default model, for 1.1x the speed of keeping fp32
+Measured min cosine to fp32 0.9999 on the default model, for ~1.07x the speed of keeping fp32
 residuals (bench/README.md).
 """
 
