@@ -98,8 +98,9 @@ class PackedBert:
         ``linears``: "auto" (oneDNN on CPU when the probe passes, else torch), "torch" or
         "onednn"; ``AMTPREP_LINEAR`` overrides "auto"."""
         linears = os.environ.get(LINEAR_ENV, linears) if linears == "auto" else linears
-        dtype = matmul_dtype or torch.float32
-        on_cpu = model.embeddings.word_embeddings.weight.device.type == "cpu"
+        weights = model.embeddings.word_embeddings.weight
+        dtype = matmul_dtype or weights.dtype  # a GPU model is already cast to bf16/fp16
+        on_cpu = weights.device.type == "cpu"
         eligible = on_cpu and dtype in (torch.float32, torch.bfloat16)
         if linears == "onednn" and not (eligible and onednn_linear_available(dtype)):
             raise ValueError(

@@ -73,6 +73,20 @@ def test_packed_bf16_is_as_close_to_fp32_as_the_model_cast_to_bf16(model_and_bat
     torch.testing.assert_close(got[real], fp32, atol=0.1, rtol=0)
 
 
+def test_a_model_already_cast_keeps_its_dtype(model_and_batch):
+    """GPU models arrive cast to bf16/fp16 with no matmul dtype: nothing is cast back to fp32."""
+    import copy
+
+    model, batch = model_and_batch
+    cast = copy.deepcopy(model).to(torch.bfloat16)
+    packed = PackedBert(cast, linears="torch")
+    assert packed.dtype == torch.bfloat16
+    assert all(weight.dtype == torch.bfloat16 for weight, _ in packed.layers[0][::3][:2])
+    with torch.inference_mode():
+        got = packed(batch["input_ids"], batch["attention_mask"])
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+
+
 def test_attention_lengths_are_padded_to_the_kernel_friendly_multiple(model_and_batch):
     """Every batch length, aligned or not, gives the model's states (padding keys are masked)."""
     from amtprep.text.packed import ATTENTION_ALIGN
