@@ -340,8 +340,21 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
     _add(g, "normalize", action=argparse.BooleanOptionalAction, default=None)
     _add(g, "max_length", type=_positive_int, default=None, help="default: the model's own limit")
     _add(g, "embedding_dtype", choices=["float32", "float16"], default="float32")
-    _add(g, "model_batch_size", type=_positive_int, default=None)
-    _add(g, "max_tokens_per_batch", type=_positive_int, default=None)
+    _add(
+        g,
+        "model_batch_size",
+        type=_positive_int,
+        default=None,
+        help="captions per model batch at most (default: 256 on CPU, 128 on a GPU)",
+    )
+    _add(
+        g,
+        "max_tokens_per_batch",
+        type=_positive_int,
+        default=None,
+        help="padded tokens per model batch at most (default on CPU: 2048 at fp32, 4096 at bf16; "
+        "none on a GPU)",
+    )
     _add(
         g,
         "max_caption_chars",

@@ -77,9 +77,9 @@ def default_model_batch_size(device: str) -> int:
     return 128 if device == "cuda" else 256
 
 
-# Token budgets per CPU model batch, by measurement (bench/README.md, issue 14): bf16 gains up to
-# ~4k tokens (larger AMX matmuls), fp32 is flat from 1k to 3k tokens and slower beyond. Both are ~3 MiB of
-# [tokens, hidden] activations for a 384-wide model.
+# Token budgets per CPU model batch, by measurement (bench/README.md, issue 14): bf16 gains up
+# to ~4k tokens (larger AMX matmuls), fp32 is flat from 1k to 3k tokens and slower beyond. Both
+# are ~3 MiB of [tokens, hidden] activations for a 384-wide model.
 CPU_MAX_TOKENS = {"fp32": 2048, "bf16": 4096}
 
 
