@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 KILL_ONCE_ENV = "AMTPREP_RAY_KILL_ONCE"  # test hook: a task kills its worker after its write
 ACTOR_NOTE_ENV = "AMTPREP_RAY_ACTOR_NOTE"  # test hook: a folder where actors note their node
+ACTOR_DELAY_ENV = "AMTPREP_RAY_ACTOR_DELAY"  # test hook: seconds an actor waits before each batch
 TEST_HOOKS = (
     "AMTPREP_CRASH",
     "AMTPREP_FAIL_AT",
@@ -179,6 +180,9 @@ class _TextActor:
         return {"fingerprint": fp, "counters": dict(self.stage.counters())}
 
     def run(self, spec: BatchSpec, records: list[Record], attempts: np.ndarray) -> dict:
+        delay = float(os.environ.get(ACTOR_DELAY_ENV) or 0)
+        if delay:  # keeps batches in flight for a test that removes a node mid-run
+            time.sleep(delay)
         return run_batch(self.stage, spec, records, attempts)
 
     def process(self, records: list[Record]):

@@ -45,6 +45,9 @@ def test_actor_node_removed_mid_run_resubmits_its_batches(cluster, corpus, tiny_
     import os
 
     os.environ["AMTPREP_RAY_ACTOR_NOTE"] = str(notes)
+    # each text batch waits 1 s on its actor: the 4 batches outlast the removal below, so some
+    # are in flight on the removed node whatever this machine's speed
+    os.environ["AMTPREP_RAY_ACTOR_DELAY"] = "1.0"
     try:
         proc = start_cli(args, delay=1.0)
         deadline = time.time() + 120
@@ -52,11 +55,12 @@ def test_actor_node_removed_mid_run_resubmits_its_batches(cluster, corpus, tiny_
             time.sleep(0.2)
         node_id = next(notes.glob("*.node")).read_text()
         victim = next(n for n in gpu_nodes if n.node_id == node_id)
-        time.sleep(2.0)  # a batch or two committed, more in flight on that actor
+        time.sleep(1.5)  # a batch committed or running, more queued on that actor
         c.remove_node(victim, allow_graceful=False)
         _, err = proc.communicate(timeout=300)
     finally:
         del os.environ["AMTPREP_RAY_ACTOR_NOTE"]
+        del os.environ["AMTPREP_RAY_ACTOR_DELAY"]
     assert proc.returncode == 0, err[-3000:]
     assert "lost with its worker" in err and "resubmitted" in err
     assert len(list(notes.glob("*.node"))) >= 2  # a new actor, on the other GPU node
