@@ -14,7 +14,7 @@ masked, so the math is unchanged. Query, key and value projections are fused int
 
 Dense layers on CPU go through oneDNN (``torch.ops.mkldnn._linear_pointwise`` on weights
 reordered once, GELU fused into the up-projection), at fp32 and at bf16 (where the reordered
-layout feeds AMX tiles directly: 1.2-1.6x ``F.linear``'s bf16 GFLOP/s here). The op is private
+layout feeds AMX tiles directly: 1.0-1.6x ``F.linear``'s bf16 GFLOP/s here). The op is private
 to torch, so it is used only after a probe at start-up shows it present and equal to
 ``F.linear``; otherwise, or with ``AMTPREP_LINEAR=torch``, the plain ``F.linear`` route runs
 (same math, tested equal).
