@@ -149,23 +149,22 @@ class PackedBert:
         batch, length = input_ids.shape
         real = attention_mask.bool()
         # Row-major positions of the real tokens in the [B * T] grid, and in attention's grid of
-        # [B * T'] (T' = T rounded up to ATTENTION_ALIGN), whose other rows are zeros.
+        # [B * T'] (T' = T rounded up to ATTENTION_ALIGN).
         flat_index = real.reshape(-1).nonzero().squeeze(1)
         positions = flat_index % length
         span = -(-length // ATTENTION_ALIGN) * ATTENTION_ALIGN
         attended = F.pad(real, (0, span - length))
         grid_index = flat_index + (flat_index // length) * (span - length)
-        pad_index = (~attended).reshape(-1).nonzero().squeeze(1)
         x = self.word(input_ids.reshape(-1)[flat_index]) + self.position(positions)
         x = self.embed_norm(x + self.token_type_0).to(self.dtype)
         width = x.shape[1]
         head_dim = width // self.heads
         keys_allowed = attended[:, None, None, :]  # [B, 1, 1, T']: padding is never attended to
         linear = _onednn_linear if self.linears == "onednn" else _linear
+        # One grid for all layers: each overwrites the real rows; padding rows stay zero.
+        grid = x.new_zeros(batch * span, 3 * width)
         for qkv, attn_out, attn_norm, up, act, down, out_norm in self.layers:
             qkv = linear(x, qkv)
-            grid = qkv.new_empty(batch * span, qkv.shape[1])
-            grid.index_fill_(0, pad_index, 0)
             grid.index_copy_(0, grid_index, qkv)
             q, k, v = grid.view(batch, span, 3, self.heads, head_dim).permute(2, 0, 3, 1, 4)
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=keys_allowed)
