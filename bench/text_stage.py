@@ -288,6 +288,17 @@ def time_pass(captions: list[str]) -> tuple[float, np.ndarray, float, int]:
     return seconds, np.asarray(vectors, dtype=np.float32), peak_mb, torch.get_num_threads()
 
 
+def agreement(vectors: np.ndarray, reference: np.ndarray) -> dict:
+    """Max abs diff and min cosine of ``vectors`` to ``reference``, row by row."""
+    cosine = (vectors * reference).sum(1) / (
+        np.linalg.norm(vectors, axis=1) * np.linalg.norm(reference, axis=1)
+    )
+    return {
+        "max_abs_diff_vs_st": float(np.abs(vectors - reference).max()),
+        "min_cosine_vs_st": round(float(cosine.min()), 6),
+    }
+
+
 WHOLE_PROCESS_METHODS = ("sentence_transformers", "stage_fp32", "stage_bf16")
 
 
@@ -321,16 +332,11 @@ def whole_process(n: int, repeats: int) -> dict:
     best_base = min(times[BASELINE])
     results = {}
     for method in WHOLE_PROCESS_METHODS:
-        got = vectors[method]
-        cosine = (got * reference).sum(1) / (
-            np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1)
-        )
         results[method] = {
             "seconds_best": round(min(times[method]), 2),
             "seconds_all": [round(t, 2) for t in times[method]],
             "ratio_to_sentence_transformers": round(best_base / min(times[method]), 2),
-            "max_abs_diff_vs_st": float(np.abs(got - reference).max()),
-            "min_cosine_vs_st": round(float(cosine.min()), 6),
+            **agreement(vectors[method], reference),
         }
     words = [len(c.split()) for c in make_heldout_captions(n)]
     return {
@@ -397,12 +403,8 @@ def main() -> None:
     base_rate = results[BASELINE]["captions_per_s"]
     for figures in results.values():
         vectors = figures.pop("vectors")
-        cosine = (vectors * reference).sum(1) / (
-            np.linalg.norm(vectors, axis=1) * np.linalg.norm(reference, axis=1)
-        )
         figures["ratio_to_sentence_transformers"] = round(figures["captions_per_s"] / base_rate, 2)
-        figures["max_abs_diff_vs_st"] = float(np.abs(vectors - reference).max())
-        figures["min_cosine_vs_st"] = round(float(cosine.min()), 6)
+        figures.update(agreement(vectors, reference))
     words = [len(c.split()) for c in captions]
     report = {
         "captions": len(captions),
