@@ -21,13 +21,18 @@ after the other, compares the machine's moods rather than the methods. Files/s a
 for each, and ratios to the plain loop. ``same_tokens`` checks that
 amtprep stored exactly the plain loop's token count per file. ``goals`` are issue 11's:
 amtprep at 1 worker within 15% of the plain loop, >= 1.8x it at 2 workers, faster than
-``tokenize_dataset`` at every worker count. Figures from a shared or busy machine say little.
+``tokenize_dataset`` at every worker count. ``same_ids`` compares every file's stored ids with
+the plain loop's (a digest per file). ``amtprep_miditok_encoder_w1`` (not in the goals; skip it
+with ``--no_miditok_encoder``) is the same stage at 1 worker with every file through miditok's
+own ``tokenizer(score)`` (``AMTPREP_TOKEN_ENCODER=miditok``) instead of ``fast_remi``: what the
+features and the pipeline cost beside miditok's encode. Figures from a shared or busy machine say little.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -38,12 +43,14 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # before miditok imports tqdm: no progress bars
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from amtprep.cli import main as amtprep_main  # noqa: E402
+from amtprep.midi.tokenizer import ENCODER_ENV  # noqa: E402
 from tests.midi.midigen import generate_midi  # noqa: E402
 
 
@@ -70,17 +77,28 @@ def count(out) -> int:
     return sum(len(s.ids) for s in seqs)
 
 
+def ids_digest(ids) -> str:
+    """A digest of a file's ids laid out as amtprep's ``tokens`` column (single vocabulary)."""
+    return hashlib.blake2b(np.asarray(ids, np.int32).tobytes(), digest_size=16).hexdigest()
+
+
 def plain_loop(tok, paths: list[Path]) -> dict:
     import symusic
 
-    t = time.perf_counter()
-    per_file = []
+    seconds = 0.0  # the tokenizing alone: the digests below are taken outside the clock
+    per_file, digests = [], []
     for path in paths:
+        t = time.perf_counter()
         try:
-            per_file.append(count(tok(symusic.Score.from_file(path))))
+            out = tok(symusic.Score.from_file(path))
         except Exception:  # a file the loop cannot tokenize: none expected on generated files
-            per_file.append(None)
-    return {"seconds": time.perf_counter() - t, "per_file": per_file}
+            out = None
+        seconds += time.perf_counter() - t
+        per_file.append(None if out is None else count(out))
+        seqs = [] if out is None else out if isinstance(out, list) else [out]
+        flat = [i for s in seqs for i in s.ids]
+        digests.append(None if out is None or tok.is_multi_voc else ids_digest(flat))
+    return {"seconds": seconds, "per_file": per_file, "digests": digests}
 
 
 def tokenize_dataset(tok, paths: list[Path], out: Path) -> dict:
@@ -90,35 +108,56 @@ def tokenize_dataset(tok, paths: list[Path], out: Path) -> dict:
     return {"seconds": time.perf_counter() - t}
 
 
-def amtprep_run(paths: list[Path], work: Path, name: str, workers: int) -> dict:
+def amtprep_run(
+    paths: list[Path], work: Path, name: str, workers: int, encoder: str | None = None
+) -> dict:
     input_file = work / "input.jsonl"
     if not input_file.exists():
         with input_file.open("w") as fh:
             for path in paths:
                 fh.write(json.dumps({"location": str(path), "caption": "x"}) + "\n")
-    out = work / f"out-w{workers}"
+    out = work / f"out-w{workers}-{encoder}"
     shutil.rmtree(out, ignore_errors=True)  # a fresh job each round
+    if encoder:  # the workers are spawned: they inherit it
+        os.environ[ENCODER_ENV] = encoder
+    else:
+        os.environ.pop(ENCODER_ENV, None)
     args = ["--input_file", str(input_file), "--output_dir", str(out), "--stages", "midi"]
     args += ["--tokenizer", name, "--workers", str(workers), "--no_progress"]
     args += ["--log_level", "warning"]
     t = time.perf_counter()
-    code = amtprep_main(args)
+    try:
+        code = amtprep_main(args)
+    finally:
+        os.environ.pop(ENCODER_ENV, None)
     seconds = time.perf_counter() - t
     if code != 0:
         raise SystemExit(f"amtprep exited {code}")
     shards = sorted((out / "midi").glob("part-*.parquet"))
-    tables = [pq.read_table(s, columns=["idx", "n_tokens_midi", "status"]) for s in shards]
+    tables = [
+        pq.read_table(s, columns=["idx", "n_tokens_midi", "status", "tokens"]) for s in shards
+    ]
     batch_seconds = sum(
         json.loads(pq.read_schema(s).metadata[b"amtprep.batch"])["seconds"] for s in shards
     )
-    by_idx = {}
+    by_idx, digest_by_idx = {}, {}
     for table in tables:
-        for idx, n, status in zip(
-            *(table.column(c).to_pylist() for c in table.column_names), strict=True
+        tokens = table.column("tokens").to_pylist()
+        for idx, n, status, ids in zip(
+            *(table.column(c).to_pylist() for c in ("idx", "n_tokens_midi", "status")),
+            tokens,
+            strict=True,
         ):
             by_idx[idx] = n if status == "ok" else None
+            digest_by_idx[idx] = ids_digest(ids) if status == "ok" else None
     per_file = [by_idx.get(i) for i in range(len(paths))]
-    return {"seconds": seconds, "batch_seconds": batch_seconds, "per_file": per_file}
+    digests = [digest_by_idx.get(i) for i in range(len(paths))]
+    return {
+        "seconds": seconds,
+        "batch_seconds": batch_seconds,
+        "per_file": per_file,
+        "digests": digests,
+    }
 
 
 def best(results: list[dict]) -> dict:
@@ -152,6 +191,11 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--tokenizer", default="remi")
     p.add_argument("--workers", default="1,2", help="amtprep worker counts (default 1,2)")
     p.add_argument("--rounds", type=int, default=3, help="round-robin passes (default 3)")
+    p.add_argument(
+        "--no_miditok_encoder",
+        action="store_true",
+        help="skip the extra amtprep run at 1 worker with AMTPREP_TOKEN_ENCODER=miditok",
+    )
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -170,6 +214,10 @@ def run(argv: list[str] | None = None) -> dict:
         for n in workers:
             methods[f"amtprep_w{n}"] = functools.partial(
                 amtprep_run, paths, work, args.tokenizer, n
+            )
+        if not args.no_miditok_encoder:  # the same stage with miditok's own encode per file
+            methods["amtprep_miditok_encoder_w1"] = functools.partial(
+                amtprep_run, paths, work, args.tokenizer, 1, "miditok"
             )
         names = list(methods)
         results: dict[str, list[dict]] = {name: [] for name in names}
@@ -191,12 +239,14 @@ def run(argv: list[str] | None = None) -> dict:
         }
         dataset = best(results["tokenize_dataset"])
         report["tokenize_dataset"] = summarise(dataset, len(paths), n_tokens, plain_fps)
-        same = True
-        for n in workers:
-            runs = results[f"amtprep_w{n}"]
-            report[f"amtprep_w{n}"] = summarise(best(runs), len(paths), n_tokens, plain_fps)
+        same = same_ids = True
+        for name in [n for n in names if n.startswith("amtprep_")]:
+            runs = results[name]
+            report[name] = summarise(best(runs), len(paths), n_tokens, plain_fps)
             same = same and all(res["per_file"] == plain["per_file"] for res in runs)
+            same_ids = same_ids and all(res["digests"] == plain["digests"] for res in runs)
         report["same_tokens"] = same
+        report["same_ids"] = same_ids
         report["goals"] = goals(report)
     return report
 

@@ -23,6 +23,12 @@ warns that only 3.0.3 is text2midi's own encoder.
 Tokens count in the run's identity: the tokenizer class, a hash of its params, both files'
 hashes, the cut, BOS/EOS and the installed miditok and symusic versions, so a resume under
 another miditok is refused naming it. miditok is imported without torch (``startup``).
+
+Where ``fast_remi`` applies (untrained REMI under miditok 3.0.3: the text2midi preset and the
+default REMI), ids come from it: miditok's own preprocessing, then the events as arrays; the
+same ids, tested file by file against ``tok(score)``, 5-7x faster. ``AMTPREP_TOKEN_ENCODER=
+miditok`` sends every file through miditok instead (the ids do not change, so neither does the
+run's identity).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -39,6 +46,7 @@ import numpy as np
 from amtprep import versions
 from amtprep.config import TokenConfig
 from amtprep.errors import ConfigError
+from amtprep.midi.fast_remi import FastREMI
 from amtprep.midi.tokens import TokenIds, token_group
 from amtprep.startup import without_torch
 
@@ -65,6 +73,7 @@ TEXT2MIDI_VOCAB_SIZE = 524
 TEXT2MIDI_VOCAB_SHA256 = "2929176ef94bfb555728d7cfcff7029537e9de6db8631f6ff572f3ad99c2ea5a"
 _TEXT2MIDI_MIDITOK = "3.0.3"
 _INSTALL = "pip install 'amtprep[tokens]'"
+ENCODER_ENV = "AMTPREP_TOKEN_ENCODER"  # "miditok": every file through miditok's own encode
 _VERSION_KEYS = ("miditok_version", "symusic_version", "hf_tokenizers_version")
 
 
@@ -189,6 +198,9 @@ class MidiTokenizer:
         self.multi_stream = not tok.one_token_stream
         self.width = len(tok.vocab) if tok.is_multi_voc else 1
         self.groups = (token_group(self.multi_stream),)
+        self.fast = (
+            None if os.environ.get(ENCODER_ENV) == "miditok" else FastREMI.for_tokenizer(tok)
+        )
         self.bos = self.eos = None
         if bos_eos:
             self.bos, self.eos = self._bos_eos_ids()
@@ -252,9 +264,12 @@ class MidiTokenizer:
     def encode(self, score) -> TokenIds:
         """``tokenizer(score)``'s ids laid out as ``tokens`` documents; raises what miditok
         raises (the caller makes it a failed row)."""
-        out = self.tok(score)
-        seqs = out if isinstance(out, list) else [out]
-        parts = [_rows(seq.ids, self.width) for seq in seqs]
+        if self.fast is not None:
+            parts = [ids.reshape(-1, 1) for ids in self.fast.encode(score)]
+        else:
+            out = self.tok(score)
+            seqs = out if isinstance(out, list) else [out]
+            parts = [_rows(seq.ids, self.width) for seq in seqs]
         if self.bos is not None:
             parts = [np.array([[self.bos]], np.int32), *parts, np.array([[self.eos]], np.int32)]
         full = np.concatenate(parts) if parts else np.zeros((0, self.width), np.int32)
