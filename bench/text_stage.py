@@ -12,7 +12,9 @@ methods take turns for ``--repeats`` timed passes over all captions (best pass r
 beside it). Prints one JSON object: captions/s, ratio to
 sentence-transformers, max abs diff and min cosine of its vectors to sentence-transformers', peak RSS.
 
-``--whole_process``: each of ``sentence_transformers``, ``stage_fp32`` and ``stage_bf16`` runs as a
+``--whole_process``: each of ``sentence_transformers``, ``stage_fp32``, ``stage_bf16`` and
+``stage_bf16_transformers_loader`` (the model loaded through transformers,
+``AMTPREP_MODEL_LOADER=transformers``, instead of ``amtprep.text.light``) runs as a
 fresh ``python`` process that imports, loads the model (start-up probes included), embeds every
 caption of a held-out corpus once and exits; the wall time of the whole process is what counts
 (round-robin, best of ``--repeats``). The held-out corpus (``make_heldout_captions``) is written
@@ -253,7 +255,9 @@ def _make_encoder(method: str, runner_batch: int):
 
     if method == "stage_fp32_torch_linears":  # the fallback route, F.linear (issue 14)
         os.environ["AMTPREP_LINEAR"] = "torch"
-    stage = TextStage(TextConfig(dtype="bf16" if method == "stage_bf16" else "fp32"))
+    if method.endswith("_transformers_loader"):  # the model loaded through transformers
+        os.environ["AMTPREP_MODEL_LOADER"] = "transformers"
+    stage = TextStage(TextConfig(dtype="bf16" if method.startswith("stage_bf16") else "fp32"))
 
     def encode(caps: list[str]) -> np.ndarray:
         records = [Record(i, str(i), "", "", c) for i, c in enumerate(caps)]
@@ -299,7 +303,12 @@ def agreement(vectors: np.ndarray, reference: np.ndarray) -> dict:
     }
 
 
-WHOLE_PROCESS_METHODS = ("sentence_transformers", "stage_fp32", "stage_bf16")
+WHOLE_PROCESS_METHODS = (
+    "sentence_transformers",
+    "stage_fp32",
+    "stage_bf16",
+    "stage_bf16_transformers_loader",
+)
 
 
 def _one_process(method: str, n: int, out: str) -> None:

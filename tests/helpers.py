@@ -74,12 +74,16 @@ TOKENIZER_FILES = (
 )
 
 
-def make_tiny_bert(folder: Path, seed: int, *, max_position_embeddings: int = 128) -> Path:
-    """A 2-layer, 32-wide random BERT saved with the packaged MiniLM tokenizer files."""
+def make_tiny_bert(
+    folder: Path, seed: int, *, max_position_embeddings: int = 128, model_class: str = "BertModel"
+) -> Path:
+    """A 2-layer, 32-wide random BERT saved with the packaged MiniLM tokenizer files
+    (``model_class`` "BertForMaskedLM": its checkpoint, tensors under ``bert.``)."""
     import shutil
 
     import torch
-    from transformers import BertConfig, BertModel
+    import transformers
+    from transformers import BertConfig
 
     from amtprep.text.model import default_model_dir
 
@@ -93,7 +97,7 @@ def make_tiny_bert(folder: Path, seed: int, *, max_position_embeddings: int = 12
         vocab_size=30522,
         max_position_embeddings=max_position_embeddings,
     )
-    BertModel(config).save_pretrained(folder)
+    getattr(transformers, model_class)(config).save_pretrained(folder)
     for name in TOKENIZER_FILES:
         shutil.copy(default_model_dir() / name, folder / name)
     return folder

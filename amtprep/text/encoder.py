@@ -85,6 +85,8 @@ class Encoder:
         self._packed = None
         if packed and PackedBert.supports(model):
             self._packed = PackedBert(model, matmul_dtype=self._autocast_dtype())
+        elif getattr(model, "architecture", None):  # light.LightBert: tensors, no forward
+            raise ValueError("a model loaded without transformers runs packed only")
 
     def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
         """Token ids per text (truncated to ``max_length``, no padding) and a truncated flag each."""

@@ -18,11 +18,13 @@ import os
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from amtprep.errors import ModelLoadError
 from amtprep.text.device import ComputePlan
 from amtprep.text.family import EncoderFamily
+from amtprep.text.light import load_light
 
 log = logging.getLogger(__name__)
 
@@ -241,12 +243,19 @@ def _load_encoder(source: ModelSource, family: EncoderFamily) -> Any:
     return get_encoder()  # the decoder is dropped with ``model``
 
 
-def load_model(source: ModelSource, plan: ComputePlan, family: EncoderFamily) -> tuple[Any, Any]:
+def load_model(
+    source: ModelSource, plan: ComputePlan, family: EncoderFamily, config: Any = None
+) -> tuple[Any, Any]:
     """Load ``(encoder, tokenizer)`` from ``source.path`` onto ``plan.device``, eval mode.
 
-    For an encoder-decoder ``family`` only the encoder is returned. Raises ModelLoadError when
-    the folder is not a usable encoder with a fast tokenizer.
+    For an encoder-decoder ``family`` only the encoder is returned. On CPU, a plain BERT folder
+    whose ``config`` came from ``light.light_config`` loads without transformers (``light``).
+    Raises ModelLoadError when the folder is not a usable encoder with a fast tokenizer.
     """
+    if plan.device == "cpu" and isinstance(config, SimpleNamespace):
+        loaded = load_light(source.path, config)
+        if loaded is not None:
+            return loaded
     import torch
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging

@@ -34,6 +34,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from amtprep.text.light import LightBert
+
 LINEAR_ENV = "AMTPREP_LINEAR"  # "torch" forces F.linear; "auto" (default) probes oneDNN
 ATTENTION_ALIGN = 16  # attention sequence lengths are padded up to a multiple of this
 
@@ -80,7 +82,10 @@ class _Norm:
 class PackedBert:
     @staticmethod
     def supports(model: Any) -> bool:
-        """Exactly a Hugging Face ``BertModel`` encoder with absolute positions."""
+        """Exactly a Hugging Face ``BertModel`` encoder with absolute positions, or the same
+        tensors loaded without transformers (``light.LightBert``)."""
+        if isinstance(model, LightBert):
+            return True
         from transformers import BertModel
 
         config = model.config

@@ -35,6 +35,7 @@ from amtprep.text.device import (
 )
 from amtprep.text.encoder import POOLINGS, Encoder
 from amtprep.text.family import check_pooling, encoder_family, resolve_max_length
+from amtprep.text.light import light_config
 from amtprep.text.model import load_config, load_model, resolve_model
 
 log = logging.getLogger(__name__)
@@ -96,12 +97,13 @@ class TextStage:
         finally:
             if hash_memo is not None:
                 hash_memo.close()
-        self.family = encoder_family(load_config(self.source))
+        config = light_config(self.source.path) or load_config(self.source)
+        self.family = encoder_family(config)
         self.plan = plan_compute(cfg.use_gpu, cfg.dtype, fp16_safe=self.family.fp16_safe)
         torch.set_num_threads(cfg.threads or available_cores())
-        model, tokenizer = load_model(self.source, self.plan, self.family)
+        model, tokenizer = load_model(self.source, self.plan, self.family, config)
         check_pooling(cfg.pooling, self.family, tokenizer)
-        self.architecture = type(model).__name__
+        self.architecture = getattr(model, "architecture", type(model).__name__)
         self.max_length = resolve_max_length(
             cfg.max_length,
             self.family,
