@@ -326,7 +326,14 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
         g,
         "use_gpu",
         action="store_true",
-        help="use CUDA when available (fp16/bf16, larger batches)",
+        help="use CUDA when available (fp16/bf16, larger batches); without one, say why and "
+        "run on CPU",
+    )
+    _add(
+        g,
+        "require_gpu",
+        action="store_true",
+        help="like --use_gpu, but refuse to run the text stage when no CUDA device is available",
     )
     _add(g, "dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
     _add(
@@ -401,7 +408,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         max_length=args.max_length,
         dtype=args.dtype,
         embedding_dtype=args.embedding_dtype,
-        use_gpu=args.use_gpu,
+        use_gpu=args.use_gpu or args.require_gpu,
+        require_gpu=args.require_gpu,
         model_batch_size=args.model_batch_size,
         max_tokens_per_batch=args.max_tokens_per_batch,
         max_caption_chars=args.max_caption_chars,
@@ -418,7 +426,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         ray_gpus_per_actor=(
             args.ray_gpus_per_actor
             if args.ray_gpus_per_actor is not None
-            else (1.0 if args.use_gpu else 0.0)
+            else (1.0 if args.use_gpu or args.require_gpu else 0.0)
         ),
         mode=args.mode,
         stages=args.stages,
@@ -505,6 +513,10 @@ def main(
     setup_logging(args.log_level, args.output_dir)
     try:
         cfg = config_from_args(args)
+        if args.require_gpu and "text" in args.stages:  # refuse before any stage does work
+            from amtprep.text.device import require_cuda
+
+            require_cuda()
         from amtprep.pipeline import run
 
         with logging_redirect_tqdm():

@@ -60,6 +60,7 @@ class TextConfig:
     dtype: str = "auto"  # auto | fp32 | fp16 | bf16
     embedding_dtype: str = "float32"  # float32 | float16 (storage)
     use_gpu: bool = False
+    require_gpu: bool = False  # refuse to run the text stage without CUDA
     model_batch_size: int | None = None  # None: 256 on CPU, 128 on GPU
     max_tokens_per_batch: int | None = None  # None: 2048 (fp32) / 4096 (bf16) on CPU, none on GPU
     max_caption_chars: int = 20_000  # longer captions fail as caption_too_long (not tokenised)

@@ -1,9 +1,11 @@
 """Where and in which precision the text model runs: pure decisions, no model in sight.
 
-Public API: ``ComputePlan``, ``choose_device(use_gpu, cuda_available)``,
-``choose_compute(dtype, device, *, bf16_supported, fp16_safe=True)``,
-``plan_compute(use_gpu, dtype, *, fp16_safe=True)`` (probes torch),
-``default_model_batch_size(device)``, ``default_max_tokens(plan)``, ``cpu_bf16_supported()``.
+Public API: ``ComputePlan``, ``choose_device(use_gpu, cuda_available, *, require=False,
+reason="")``, ``choose_compute(dtype, device, *, bf16_supported, fp16_safe=True)``,
+``cuda_bf16_native(capability)``, ``plan_compute(use_gpu, dtype, *, fp16_safe=True,
+require_gpu=False)`` (probes torch), ``require_cuda()``, ``cuda_unavailable_reason()``, ``device_info(plan)``,
+``numerics_key(plan)``, ``default_model_batch_size(device)``, ``default_max_tokens(plan)``,
+``cpu_bf16_supported()``.
 """
 
 from __future__ import annotations
@@ -28,13 +30,30 @@ class ComputePlan:
     autocast: bool
 
 
-def choose_device(use_gpu: bool, cuda_available: bool) -> str:
-    """``"cuda"`` when asked for and present; otherwise ``"cpu"`` (with a warning if a GPU was asked for)."""
+def choose_device(
+    use_gpu: bool, cuda_available: bool, *, require: bool = False, reason: str = ""
+) -> str:
+    """``"cuda"`` when asked for and present; otherwise ``"cpu"``, saying plainly why when a GPU
+    was asked for. ``require`` (``--require_gpu``) makes a missing GPU a ``ConfigError``."""
+    why = f" ({reason})" if reason else ""
+    if require and not cuda_available:
+        raise ConfigError(
+            f"--require_gpu: no CUDA device is available to torch{why}; fix: install a CUDA "
+            "build of torch and check CUDA_VISIBLE_DEVICES, or drop --require_gpu to run on CPU"
+        )
     if use_gpu and not cuda_available:
         log.warning(
-            "use_gpu was set but no CUDA device is available: running the text model on CPU"
+            "--use_gpu: no CUDA device is available to torch%s: the text model runs on CPU "
+            "(pass --require_gpu to refuse instead)",
+            why,
         )
-    return "cuda" if use_gpu and cuda_available else "cpu"
+    return "cuda" if (use_gpu or require) and cuda_available else "cpu"
+
+
+def cuda_bf16_native(capability: tuple[int, int]) -> bool:
+    """bf16 tensor cores: compute capability 8.0 (Ampere) and later. ``torch.cuda.
+    is_bf16_supported()`` also counts emulation, which on a T4 or V100 runs bf16 without them."""
+    return tuple(capability) >= (8, 0)
 
 
 def choose_compute(
@@ -98,13 +117,65 @@ def cpu_bf16_supported() -> bool:
         return False
 
 
-def plan_compute(use_gpu: bool, dtype: str, *, fp16_safe: bool = True) -> ComputePlan:
+def cuda_unavailable_reason() -> str:
+    """Why torch sees no GPU, in words an operator can act on ("" when it sees one)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return ""
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
+    return f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no device or driver"
+
+
+def require_cuda() -> None:
+    """``--require_gpu``'s check at start-up; raises ConfigError naming why there is no GPU."""
+    import torch
+
+    available = bool(torch.cuda.is_available())
+    reason = "" if available else cuda_unavailable_reason()
+    choose_device(False, available, require=True, reason=reason)
+
+
+def plan_compute(
+    use_gpu: bool, dtype: str, *, fp16_safe: bool = True, require_gpu: bool = False
+) -> ComputePlan:
     """Probe torch for CUDA / bf16 support and choose the plan; raises ConfigError."""
     import torch
 
-    device = choose_device(use_gpu, torch.cuda.is_available())
-    bf16 = bool(torch.cuda.is_bf16_supported()) if device == "cuda" else cpu_bf16_supported()
+    wanted = use_gpu or require_gpu
+    available = bool(torch.cuda.is_available()) if wanted else False
+    reason = cuda_unavailable_reason() if wanted and not available else ""
+    device = choose_device(use_gpu, available, require=require_gpu, reason=reason)
+    if device == "cuda":
+        bf16 = cuda_bf16_native(torch.cuda.get_device_capability())
+    else:
+        bf16 = cpu_bf16_supported()
     return choose_compute(dtype, device, bf16_supported=bf16, fp16_safe=fp16_safe)
+
+
+def device_info(plan: ComputePlan) -> dict[str, str]:
+    """What ran the text model, for the log and the run's statistics."""
+    import torch
+
+    info = {"device": plan.device, "dtype": plan.dtype, "torch": torch.__version__}
+    if plan.device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = str(torch.version.cuda)
+    return info
+
+
+def numerics_key(plan: ComputePlan) -> str | None:
+    """A name for numerics that differ beyond fp32 noise from the CPU's, for the fingerprint:
+    a GPU run at bf16/fp16 casts the whole model, the CPU's bf16 keeps LayerNorm in fp32 (and
+    its vectors differ), so they never share a cache key or a resume. None where CPU and GPU
+    agree to fp32 rounding (fp32 anywhere), which keeps every CPU run's fingerprint as before."""
+    if plan.device == "cpu" or plan.dtype == "fp32":
+        return None
+    return f"{plan.device}-{plan.dtype}-weights-cast"
 
 
 def available_cores() -> int:

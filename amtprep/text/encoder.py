@@ -87,6 +87,7 @@ class Encoder:
             self._packed = PackedBert(model, matmul_dtype=self._autocast_dtype())
         elif getattr(model, "architecture", None):  # light.LightBert: tensors, no forward
             raise ValueError("a model loaded without transformers runs packed only")
+        self.packed = self._packed is not None  # whether the packed forward runs
 
     def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
         """Token ids per text (truncated to ``max_length``, no padding) and a truncated flag each."""

@@ -31,11 +31,13 @@ from amtprep.text.device import (
     available_cores,
     default_max_tokens,
     default_model_batch_size,
+    device_info,
+    numerics_key,
     plan_compute,
 )
 from amtprep.text.encoder import POOLINGS, Encoder
 from amtprep.text.family import check_pooling, encoder_family, resolve_max_length
-from amtprep.text.light import light_config
+from amtprep.text.light import LightBert, light_config
 from amtprep.text.model import load_config, load_model, resolve_model
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,9 @@ class TextStage:
                 hash_memo.close()
         config = light_config(self.source.path) or load_config(self.source)
         self.family = encoder_family(config)
-        self.plan = plan_compute(cfg.use_gpu, cfg.dtype, fp16_safe=self.family.fp16_safe)
+        self.plan = plan_compute(
+            cfg.use_gpu, cfg.dtype, fp16_safe=self.family.fp16_safe, require_gpu=cfg.require_gpu
+        )
         torch.set_num_threads(cfg.threads or available_cores())
         model, tokenizer = load_model(self.source, self.plan, self.family, config)
         check_pooling(cfg.pooling, self.family, tokenizer)
@@ -137,13 +141,18 @@ class TextStage:
         self._counts = dict.fromkeys(
             ("records", "ok", "failed", "cache_hits", "cache_misses", "truncated", "tokens"), 0
         )
+        # what ran, for the log and the statistics: device, GPU, versions, packed forward or not
+        self.device_info = {
+            **device_info(self.plan),
+            "packed_forward": self.encoder.packed,
+            "loader": "light" if isinstance(model, LightBert) else "transformers",
+        }
         log.info(
-            "text model %s (%s, sha256 %s) on %s/%s, pooling=%s, max_length=%d, normalize=%s",
+            "text model %s (%s, sha256 %s) on %s, pooling=%s, max_length=%d, normalize=%s",
             self.source.model_id,
             self.architecture,
             self.source.weights_sha256[:12],
-            self.plan.device,
-            self.plan.dtype,
+            ", ".join(f"{k}={v}" for k, v in self.device_info.items()),
             cfg.pooling,
             self.max_length,
             self.normalize,
@@ -151,7 +160,9 @@ class TextStage:
 
     def _vector_settings(self) -> dict[str, Any]:
         """Everything that changes a vector (not its storage dtype)."""
+        numerics = numerics_key(self.plan)
         return {
+            **({"numerics": numerics} if numerics else {}),
             "model": self.source.model_id,
             "revision": self.source.revision,
             "weights_sha256": self.source.weights_sha256,
