@@ -5,17 +5,15 @@ Public API:
     GM_PROGRAM_NAMES        the 128 General MIDI program names (index 128 means drums)
     program_name(program) -> str
 
-``<output_dir>/report.html`` embeds its PNG plots as base64, so it can be mailed or opened anywhere.
-matplotlib is optional (``pip install 'amtprep[viz]'``): without it the report is skipped with a log
-message and the run carries on. Plots are drawn on ``matplotlib.figure.Figure`` objects, never through
-pyplot, so no global backend state is touched in the caller's process.
+``<output_dir>/report.html`` embeds its plots as base64 SVG images (``svgplot``: bar charts written as
+text, no plotting library), so it can be mailed or opened anywhere and needs nothing beyond the
+default install.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import logging
 import math
 import os
@@ -29,9 +27,10 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from amtprep.svgplot import column_chart, row_chart
+
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'amtprep[viz]' for report.html"
 DRUMS_PROGRAM = 128
 GM_PROGRAM_NAMES = (
     "Acoustic Grand Piano", "Bright Acoustic Piano", "Electric Grand Piano", "Honky-tonk Piano",
@@ -157,26 +156,9 @@ def _read_failures(failures_file: Path | None) -> _Failures:
 # --- plots ---------------------------------------------------------------------------------------
 
 
-def _figure(width: float = 7.0, height: float = 3.6) -> tuple[Any, Any]:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.set_axisbelow(True)
-    return fig, ax
-
-
-def _png(fig: Any) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
-
-
 def _histogram(values: np.ndarray, title: str, xlabel: str, integer: bool, unit: str) -> bytes:
     """Histogram with a median line; a long tail beyond the 99.5th percentile is folded into the
     last bar (and said so) so a handful of outliers cannot squash the interesting part."""
-    fig, ax = _figure()
     low, high = float(values.min()), float(values.max())
     cap = float(np.percentile(values, 99.5))
     folded = int((values > cap).sum()) if high > 2 * cap and cap > low else 0
@@ -191,22 +173,21 @@ def _histogram(values: np.ndarray, title: str, xlabel: str, integer: bool, unit:
         edges = np.linspace(low, high, min(max(len(edges), 11), 61))
     else:
         edges = np.array([low - 0.5, low + 0.5])
-    ax.hist(
-        np.minimum(values, edges[-1]), bins=edges, color=COLOR, edgecolor="white", linewidth=0.5
-    )
+    counts, _ = np.histogram(np.minimum(values, edges[-1]), bins=edges)
     median = float(np.median(values))
-    ax.axvline(
-        median, color=ACCENT, linewidth=1.5, linestyle="--", label=f"median {median:,.4g} {unit}"
-    )
-    if folded:  # said in the legend, which "best" keeps clear of the bars
-        ax.plot([], [], " ", label=f"{folded:,} values > {cap:,.4g} {unit} in the last bar")
-    ax.legend(frameon=False, loc="best", fontsize=9)
-    ax.set_title(f"{title} (n={values.size:,})")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("files")
-    ax.yaxis.get_major_locator().set_params(integer=True)  # counts of files: no "2.5 files"
-    ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    legend = [(f"median {median:,.4g} {unit}", ACCENT, "dash")]
+    if folded:
+        legend.append((f"{folded:,} values > {cap:,.4g} {unit} in the last bar", ACCENT, "none"))
+    return column_chart(
+        counts.tolist(),
+        edges=edges.tolist(),
+        title=f"{title} (n={values.size:,})",
+        xlabel=xlabel,
+        ylabel="files",
+        colors=COLOR,
+        vline=(median, "median", ACCENT),
+        legend=legend,
+    ).encode()
 
 
 def _bars(
@@ -220,26 +201,18 @@ def _bars(
     other = sum(counts.values()) - sum(c for _, c in items)
     if other:
         items.append((f"other ({len(counts) - TOP_LABELS})", other))
-    labels = [label for label, _ in items]
-    fig, ax = _figure(7.0 if len(items) <= 12 else 9.0, 3.8)
     colors = (colors or [COLOR] * len(counts))[:TOP_LABELS] + ["#999"] * bool(other)
-    ax.bar(range(len(items)), [c for _, c in items], color=colors)
-    if legend:
-        from matplotlib.patches import Patch
-
-        handles = [Patch(color=color, label=label) for label, color in legend.items()]
-        ax.legend(handles=handles, frameon=False, loc="upper right")
-    ax.set_xticks(range(len(items)), labels)
-    if len(items) > 6 or max(len(label) for label in labels) > 8:
-        ax.tick_params(axis="x", labelrotation=45)
-        for tick in ax.get_xticklabels():
-            tick.set_horizontalalignment("right")
-            tick.set_rotation_mode("anchor")
-    ax.set_title(f"{title} (n={sum(counts.values()):,})")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("files")
-    ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    return column_chart(
+        [c for _, c in items],
+        labels=[label for label, _ in items],
+        title=f"{title} (n={sum(counts.values()):,})",
+        xlabel=xlabel,
+        ylabel="files",
+        colors=colors,
+        legend=[(label, color, "box") for label, color in (legend or {}).items()],
+        width=700 if len(items) <= 12 else 900,
+        height=380,
+    ).encode()
 
 
 def _key_bars(counts: Counter[str]) -> bytes:
@@ -248,42 +221,42 @@ def _key_bars(counts: Counter[str]) -> bytes:
 
 
 def _instruments(programs: Counter[int], rows: int) -> bytes:
-    items = programs.most_common(TOP_INSTRUMENTS)[::-1]  # largest at the top
-    fig, ax = _figure(7.5, 0.28 * len(items) + 1.2)
+    items = programs.most_common(TOP_INSTRUMENTS)  # largest at the top
     labels = [f"{program_name(p)} ({p})" if p != DRUMS_PROGRAM else "Drums" for p, _ in items]
-    colors = [ACCENT if p == DRUMS_PROGRAM else COLOR for p, _ in items]
-    ax.barh(range(len(items)), [c for _, c in items], color=colors)
-    ax.set_yticks(range(len(items)), labels, fontsize=8)
     shown = f"top {len(items)} of {len(programs)}" if len(programs) > len(items) else "all"
-    ax.set_title(f"Instruments: files using each GM program ({shown})")
-    ax.set_xlabel(f"files (of {rows:,})")
-    ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
+    drums = [c if p == DRUMS_PROGRAM else 0 for p, c in items]
+    others = [0 if p == DRUMS_PROGRAM else c for p, c in items]
+    series = [("programs", others, COLOR)] + [("drums", drums, ACCENT)] * any(drums)
+    return row_chart(
+        labels,
+        series,
+        title=f"Instruments: files using each GM program ({shown})",
+        xlabel=f"files (of {rows:,})",
+    ).encode()
 
 
 def _failure_bars(failures: _Failures) -> bytes:
     types = Counter()
     for (error_type, _), count in failures.by_type.items():
         types[error_type] += count
-    order = [t for t, _ in types.most_common()][::-1]
+    order = [t for t, _ in types.most_common()]
     stages = sorted({stage for _, stage in failures.by_type})
-    fig, ax = _figure(7.0, 0.35 * len(order) + 1.4)
-    left = np.zeros(len(order))
-    for stage in stages:
-        widths = np.array([failures.by_type.get((t, stage), 0) for t in order], dtype=float)
-        ax.barh(range(len(order)), widths, left=left, label=stage,
-                color=STAGE_COLORS.get(stage, "#888"))  # fmt: skip
-        left += widths
-    for y, total in enumerate(left):
-        ax.text(total, y, f" {int(total):,}", va="center", fontsize=8)
-    ax.set_xlim(0, left.max() * 1.12)
-    ax.set_yticks(range(len(order)), order, fontsize=9)
-    ax.legend(title="stage", frameon=False, loc="lower right")
-    ax.set_title(f"Failures by error type (n={sum(types.values()):,})")
-    ax.set_xlabel("records")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
+    series = [
+        (
+            stage,
+            [failures.by_type.get((t, stage), 0) for t in order],
+            STAGE_COLORS.get(stage, "#888"),
+        )
+        for stage in stages
+    ]
+    return row_chart(
+        order,
+        series,
+        title=f"Failures by error type (n={sum(types.values()):,})",
+        xlabel="records",
+        totals=True,
+        legend=True,  # which stage failed them, even when only one did
+    ).encode()
 
 
 # --- HTML ----------------------------------------------------------------------------------------
@@ -375,9 +348,9 @@ def _duplicates_section(statistics: dict[str, Any], leakage_file: Path | None) -
 
 def _html(tables: str, plots: list[tuple[str, bytes]], failure_table: str) -> str:
     figures = "\n".join(
-        f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,"
-        f"{base64.b64encode(png).decode('ascii')}'></figure>"
-        for title, png in plots
+        f"<figure><img alt='{html.escape(title)}' src='data:image/svg+xml;base64,"
+        f"{base64.b64encode(svg).decode('ascii')}'></figure>"
+        for title, svg in plots
     )
     failures = f"<h2>Failures</h2>\n{failure_table}" if failure_table else ""
     return (
@@ -420,16 +393,11 @@ def write_report(
     failures_file: Path | None,
     leakage_file: Path | None = None,
 ) -> Path | None:
-    """Write ``<output_dir>/report.html``; return its path, or None when matplotlib is missing.
+    """Write ``<output_dir>/report.html`` and return its path.
 
     Columns missing from the final files are skipped, not errors. Raises ``OSError`` when the
     report cannot be written.
     """
-    try:
-        import matplotlib  # noqa: F401  (only to know whether plotting is possible)
-    except ImportError:
-        logger.warning("matplotlib is not installed; skipping the report: %s", INSTALL_HINT)
-        return None
     data = _read_final(final_files)
     failures = _read_failures(failures_file)
     page = _html(

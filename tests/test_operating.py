@@ -109,7 +109,7 @@ def test_report_and_card_are_written(corpus, tmp_path, tiny_bert):
     out = tmp_path / "out"
     assert main(run_args(corpus, out, tiny_bert)) == 0
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 6
+    assert html.count("data:image/svg+xml;base64,") >= 6
     card = (out / "final" / "README.md").read_text()
     assert card.startswith("---\nconfigs:") and "`embedding`" in card and str(tiny_bert) in card
 
