@@ -503,6 +503,8 @@ def _run_stage(cfg, source, stage, store, input_fp, total, stop, request) -> Sta
             retry.retried,
             retry.recovered_now,
         )
+    run_info = getattr(stage, "run_info", None)
+    res.info = run_info() if run_info is not None else {}
     return res
 
 
@@ -618,7 +620,13 @@ def _merge(
         ),
     )
     stats = build_statistics(
-        cfg, stores, res, total, merge_seconds=time.perf_counter() - t, partial=kind == "partial"
+        cfg,
+        stores,
+        res,
+        total,
+        merge_seconds=time.perf_counter() - t,
+        partial=kind == "partial",
+        run_info={name: r.info for name, r in summary.results.items() if r.info},
     )
     stats_dir = release.root if kind == "final" else release.data_dir
     (stats_dir / "statistics.json").write_text(json.dumps(stats, indent=2, default=str) + "\n")

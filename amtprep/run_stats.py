@@ -82,8 +82,14 @@ def build_statistics(
     *,
     merge_seconds: float,
     partial: bool,
+    run_info: dict[str, dict] | None = None,
 ) -> dict[str, Any]:
+    """``run_info``: per stage, what its stage object saw in this process (``this_run``: the
+    text model's device and the bf16 probe); absent for stages this process did not run."""
     stages = {name: _stage_block(store) for name, store in stores.items()}
+    for name, info in (run_info or {}).items():
+        if name in stages:
+            stages[name]["this_run"] = info
     started = min((s.started_at for s in stores.values() if s.started_at), default=time.time())
     stats: dict[str, Any] = {
         "amtprep_version": __version__,

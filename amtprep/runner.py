@@ -52,6 +52,7 @@ class StageResult:
     stopped: bool = False
     complete: bool = False
     counters: dict[str, int] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # what the stage object saw (device, bf16 probe)
 
 
 def plan_batches(
