@@ -223,6 +223,13 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
         help="write <output_dir>/partial/ with what is done when the run stops",
     )
     _add(g, "retry_failed", action="store_true", help="re-run records that failed before")
+    _add(
+        g,
+        "overlap_stages",
+        action="store_true",
+        help="run the MIDI and text stages at the same time (each commits its own shards; on "
+        "CPU the text model gets the cores the MIDI workers leave)",
+    )
     _add(g, "use_cache", action="store_true", help="reuse results cached by content (diskcache)")
     _add(g, "cache_dir", type=Path, default=None, help=f"default: {default_cache_dir()}")
     _add(
@@ -434,6 +441,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         checkpoint_interval=args.checkpoint_interval,
         force_restart=args.force_restart,
         save_partial=args.save_partial,
+        overlap_stages=args.overlap_stages,
         retry_failed=args.retry_failed,
         midi_checkpoint=args.midi_checkpoint,
         text_checkpoint=args.text_checkpoint,

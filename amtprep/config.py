@@ -90,6 +90,7 @@ class RunConfig:
     force_restart: bool = False
     save_partial: bool = False
     retry_failed: bool = False
+    overlap_stages: bool = False  # MIDI and text stages at once (each its own commits)
     midi_checkpoint: Path | None = None  # None: <output_dir>/midi_checkpoint.json
     text_checkpoint: Path | None = None
     midi_column: str | None = None  # None: auto-detect location / midi_path / midi

@@ -450,9 +450,8 @@ def _run_stages(cfg, source, stores, input_fp, total, stop, summary, early=None)
     text_left = not stores["text"].complete or cfg.retry_failed
     if cfg.executor == "ray" and "text" in cfg.stages and text_left and _ray_started():
         early.setdefault("text", _build_stage("text", cfg))  # its actors load during MIDI
+    todo = []
     for name in _work(cfg):
-        if stop.requested:
-            break
         store = stores[name]
         request = stage_request(name, cfg)
         stored = store.identity or {}
@@ -460,14 +459,73 @@ def _run_stages(cfg, source, stores, input_fp, total, stop, summary, early=None)
         if store.complete and not wants_retry and stored.get("request") == request:
             log.info("%s stage: complete (%d records), nothing to do", name, store.processed)
             continue
+        todo.append((name, request))
+    if cfg.overlap_stages and cfg.executor == "local" and [n for n, _ in todo] == list(WORK_STAGES):
+        _run_overlapped(cfg, source, stores, input_fp, total, stop, summary, early, dict(todo))
+        return
+    for name, request in todo:
+        if stop.requested:
+            break
         stage = early.pop(name, None) or _build_stage(name, cfg)
         try:
             with _imports_for(name):
                 summary.results[name] = _run_stage(
-                    cfg, source, stage, store, input_fp, total, stop, request
+                    cfg, source, stage, stores[name], input_fp, total, stop, request
                 )
         finally:
             stage.close()
+
+
+def _text_threads(cfg: RunConfig) -> int:
+    """Torch threads for a text stage beside the MIDI workers: the cores they leave (at least
+    one); on a GPU torch's CPU threads only feed the device, so the same rule does."""
+    from amtprep.text.device import available_cores
+
+    return max(1, available_cores() - cfg.midi.workers)
+
+
+def _run_overlapped(cfg, source, stores, input_fp, total, stop, summary, early, requests) -> None:
+    """``--overlap_stages``: the text stage in a thread (its own reader of the input, its own
+    store and commits) while the MIDI stage runs here; the two share nothing but the stop flag.
+    The first error stops the other stage after its batch in flight and is raised."""
+    import threading
+
+    text_cfg = cfg
+    if cfg.text.threads is None:
+        text_cfg = replace(cfg, text=replace(cfg.text, threads=_text_threads(cfg)))
+    errors: list[BaseException] = []
+
+    def text_job() -> None:
+        try:
+            text_source = _open_source(cfg)
+            stage = early.pop("text", None) or _build_stage("text", text_cfg)
+            try:
+                summary.results["text"] = _run_stage(
+                    cfg, text_source, stage, stores["text"], input_fp, total, stop, requests["text"]
+                )
+            finally:
+                stage.close()
+        except BaseException as exc:  # raised in the main thread below
+            errors.append(exc)
+            stop.request()
+
+    thread = threading.Thread(target=text_job, name="amtprep-text-stage", daemon=True)
+    thread.start()
+    try:
+        stage = early.pop("midi", None) or _build_stage("midi", cfg)
+        try:  # no without_pandas here: the text thread imports it
+            summary.results["midi"] = _run_stage(
+                cfg, source, stage, stores["midi"], input_fp, total, stop, requests["midi"]
+            )
+        finally:
+            stage.close()
+    except BaseException:
+        stop.request()
+        thread.join()
+        raise
+    thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _imports_for(stage: str):

@@ -24,6 +24,12 @@ class StopFlag:
     def requested(self) -> bool:
         return self.signum is not None
 
+    def request(self) -> None:
+        """Stop after the batches in flight, as a first SIGTERM would (a stage running beside
+        another that failed)."""
+        if self.signum is None:
+            self.signum = signal.SIGTERM
+
     def install(self) -> StopFlag:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
