@@ -494,11 +494,13 @@ def _run_overlapped(cfg, source, stores, input_fp, total, stop, summary, early, 
     if cfg.text.threads is None:
         text_cfg = replace(cfg, text=replace(cfg.text, threads=_text_threads(cfg)))
     errors: list[BaseException] = []
+    built: list = []  # the text stage, once its thread has built it
 
     def text_job() -> None:
         try:
             text_source = _open_source(cfg)
             stage = early.pop("text", None) or _build_stage("text", text_cfg)
+            built.append(stage)
             try:
                 summary.results["text"] = _run_stage(
                     cfg, text_source, stage, stores["text"], input_fp, total, stop, requests["text"]
@@ -519,6 +521,10 @@ def _run_overlapped(cfg, source, stores, input_fp, total, stop, summary, early, 
             )
         finally:
             stage.close()
+        if cfg.text.threads is None and built and hasattr(built[0], "set_threads"):
+            from amtprep.text.device import available_cores
+
+            built[0].set_threads(available_cores())  # the MIDI workers are gone: every core
     except BaseException:
         stop.request()
         thread.join()

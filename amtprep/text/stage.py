@@ -107,7 +107,9 @@ class TextStage:
         self.plan = plan_compute(
             cfg.use_gpu, cfg.dtype, fp16_safe=self.family.fp16_safe, require_gpu=cfg.require_gpu
         )
-        torch.set_num_threads(cfg.threads or available_cores())
+        self._threads = cfg.threads or available_cores()
+        self._threads_wanted = self._threads
+        torch.set_num_threads(self._threads)
         model, tokenizer = load_model(self.source, self.plan, self.family, config)
         check_pooling(cfg.pooling, self.family, tokenizer)
         self.architecture = getattr(model, "architecture", type(model).__name__)
@@ -206,7 +208,16 @@ class TextStage:
     def schema(self) -> pa.Schema:
         return self._schema
 
+    def set_threads(self, threads: int) -> None:
+        """Torch threads from the next batch on; safe from another thread (``--overlap_stages``
+        gives the text model every core once the MIDI stage is done): the stage's own thread
+        applies it between batches, never under a running forward."""
+        self._threads_wanted = max(1, int(threads))
+
     def process(self, records: Sequence[Record]) -> pa.Table:
+        if self._threads_wanted != self._threads:
+            self._threads = self._threads_wanted
+            torch.set_num_threads(self._threads)
         n = len(records)
         failures = [caption_failure(r, self.cfg.max_caption_chars) for r in records]
         todo = [i for i, failure in enumerate(failures) if failure is None]
