@@ -359,7 +359,7 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
         "model_batch_size",
         type=_positive_int,
         default=None,
-        help="captions per model batch at most (default: 256 on CPU, 128 on a GPU)",
+        help="captions per model batch at most (default: 256 on CPU, 2048 on a GPU)",
     )
     _add(
         g,
@@ -367,7 +367,7 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         help="padded tokens per model batch at most (default on CPU: 2048 at fp32, 4096 at bf16; "
-        "none on a GPU)",
+        "65536 on a GPU)",
     )
     _add(
         g,

@@ -61,11 +61,12 @@ class TextConfig:
     embedding_dtype: str = "float32"  # float32 | float16 (storage)
     use_gpu: bool = False
     require_gpu: bool = False  # refuse to run the text stage without CUDA
-    model_batch_size: int | None = None  # None: 256 on CPU, 128 on GPU
-    max_tokens_per_batch: int | None = None  # None: 2048 (fp32) / 4096 (bf16) on CPU, none on GPU
+    model_batch_size: int | None = None  # None: 256 on CPU, 2048 on GPU
+    max_tokens_per_batch: int | None = None  # None: 2048 (fp32) / 4096 (bf16) on CPU, 65536 on GPU
     max_caption_chars: int = 20_000  # longer captions fail as caption_too_long (not tokenised)
     sort_window: int = 16  # model batches sorted by length together
     threads: int | None = None  # torch threads; None: cores available
+    prefetch: bool | None = None  # encode the next batch while one commits; None: on a GPU
     use_cache: bool = False
     cache_dir: Path = field(default_factory=default_cache_dir)
 

@@ -71,7 +71,9 @@ def test_text_threads_are_the_cores_the_workers_leave(monkeypatch, cores, worker
     assert pipeline._text_threads(cfg) == threads
 
 
-def test_the_text_stage_gets_the_cores_left_by_default(module_corpus, tiny_bert, tmp_path, monkeypatch):
+def test_the_text_stage_gets_the_cores_left_by_default(
+    module_corpus, tiny_bert, tmp_path, monkeypatch
+):
     seen = []
     real = pipeline._build_stage
 

@@ -92,19 +92,27 @@ def choose_compute(
 
 
 def default_model_batch_size(device: str) -> int:
-    """At most this many captions per model batch; on CPU the token budget is what binds."""
-    return 128 if device == "cuda" else 256
+    """At most this many captions per model batch; the token budget is what binds."""
+    return 2048 if device == "cuda" else 256
 
 
 # Token budgets per CPU model batch, by measurement (bench/README.md, issue 14): bf16 gains up
 # to ~4k tokens (larger AMX matmuls), fp32 is flat from 1k to 3k tokens and slower beyond. Both
 # are ~3 MiB of [tokens, hidden] activations for a 384-wide model.
 CPU_MAX_TOKENS = {"fp32": 2048, "bf16": 4096}
+# On a GPU one forward should be large enough to fill the device (issue 13: 128 captions of ~65
+# tokens were ~0.25 ms of H200 time, less than the launch overheads around them). 65,536 tokens
+# is ~1,000 captions: ~200 MiB of [tokens, 768] bf16 activations for a BERT-base, ~0.4 GiB at the
+# 3,072-wide feed-forward. Chosen from that arithmetic, not measured (no GPU lent yet:
+# bench/gpu_check.py sweeps it).
+CUDA_MAX_TOKENS = 65_536
 
 
 def default_max_tokens(plan: ComputePlan) -> int | None:
-    """Padded tokens per model batch when the user sets none: a budget on CPU, none on a GPU."""
-    return CPU_MAX_TOKENS.get(plan.dtype) if plan.device == "cpu" else None
+    """Padded tokens per model batch when the user sets none."""
+    if plan.device == "cpu":
+        return CPU_MAX_TOKENS.get(plan.dtype)
+    return CUDA_MAX_TOKENS
 
 
 def cpu_bf16_supported() -> bool:

@@ -17,6 +17,7 @@ pad only to their longest member after a length sort, and the model runs under
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from amtprep.text.packed import PackedBert
 from amtprep.text.pipeline import ModelBatch, iter_model_batches, prefetch, to_device
 
 POOLINGS = ("mean", "cls", "none")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,17 @@ class Encoder:
         self.model_batches = 0
         # Weights are shared with ``model``; build after any device/dtype cast of the model.
         self._packed = None
+        light = bool(getattr(model, "architecture", None))  # light.LightBert: no forward of its own
         if packed and PackedBert.supports(model):
-            self._packed = PackedBert(model, matmul_dtype=self._autocast_dtype())
-        elif getattr(model, "architecture", None):  # light.LightBert: tensors, no forward
+            try:
+                self._packed = PackedBert(model, matmul_dtype=self._autocast_dtype())
+            except (AttributeError, TypeError, KeyError) as exc:
+                if light:
+                    raise
+                # a transformers release that renamed a module PackedBert reads: the plain
+                # forward still works, slower; say so rather than fail the run
+                log.warning("packed forward unavailable (%s): using the model's own forward", exc)
+        elif light:
             raise ValueError("a model loaded without transformers runs packed only")
         self.packed = self._packed is not None  # whether the packed forward runs
 
@@ -111,7 +121,7 @@ class Encoder:
     def _forward(self, batch: ModelBatch) -> torch.Tensor:
         self.model_batches += 1
         if self._packed is not None:  # casts its own weights; needs no autocast
-            return self._packed(batch.input_ids, batch.attention_mask)
+            return self._packed(batch.input_ids, batch.attention_mask, batch.flat_index)
         dtype = self._autocast_dtype()
         with torch.autocast(self.plan.device, dtype=dtype) if dtype else contextlib.nullcontext():
             out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)

@@ -150,12 +150,20 @@ class PackedBert:
         # exact GELU only: "gelu_new"/"gelu_fast" (tanh forms) keep the separate activation
         self._fuse_gelu = use_onednn and getattr(model.config, "hidden_act", None) == "gelu"
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        flat_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``flat_index`` (``pipeline.real_token_index``, built on the host): the real tokens'
+        row-major positions; without it they are found with ``nonzero()``, a host sync on GPU."""
         batch, length = input_ids.shape
         real = attention_mask.bool()
         # Row-major positions of the real tokens in the [B * T] grid, and in attention's grid of
         # [B * T'] (T' = T rounded up to ATTENTION_ALIGN).
-        flat_index = real.reshape(-1).nonzero().squeeze(1)
+        if flat_index is None:
+            flat_index = real.reshape(-1).nonzero().squeeze(1)
         positions = flat_index % length
         span = -(-length // ATTENTION_ALIGN) * ATTENTION_ALIGN
         attended = F.pad(real, (0, span - length))

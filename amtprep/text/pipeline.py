@@ -34,6 +34,18 @@ class ModelBatch:
     attention_mask: torch.Tensor  # [B, T] int64
     n_tokens: np.ndarray  # int32 [B]: real tokens per row, special tokens included
     truncated: np.ndarray  # bool [B]
+    # int64 [sum(n_tokens)]: where the real tokens sit in the row-major [B * T] grid, built on
+    # the host so the packed forward needs no ``nonzero()`` (a host sync on a GPU)
+    flat_index: torch.Tensor | None = None
+
+
+def real_token_index(n_tokens: np.ndarray, length: int) -> np.ndarray:
+    """Row-major positions of the first ``n_tokens[b]`` tokens of each row of a ``[B, length]``
+    grid: what ``attention_mask.reshape(-1).nonzero()`` gives for a right-padded batch."""
+    counts = np.asarray(n_tokens, dtype=np.int64)
+    rows = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    return rows * length + (np.arange(counts.sum(), dtype=np.int64) - starts)
 
 
 def iter_model_batches(
@@ -59,14 +71,16 @@ def iter_model_batches(
         for members in plan_batches(lengths, batch_size, max_tokens):
             input_ids, attention_mask = pad_batch([token_ids[i] for i in members], pad_id)
             ids_t, mask_t = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
+            flat_t = torch.from_numpy(real_token_index(lengths[members], input_ids.shape[1]))
             if pin_memory:
-                ids_t, mask_t = ids_t.pin_memory(), mask_t.pin_memory()
+                ids_t, mask_t, flat_t = ids_t.pin_memory(), mask_t.pin_memory(), flat_t.pin_memory()
             yield ModelBatch(
                 positions=members + start,
                 input_ids=ids_t,
                 attention_mask=mask_t,
                 n_tokens=lengths[members],
                 truncated=truncated_flags[members],
+                flat_index=flat_t,
             )
 
 
@@ -75,10 +89,12 @@ def to_device(batch: ModelBatch, device: str | torch.device) -> ModelBatch:
     if torch.device(device) == batch.input_ids.device:
         return batch
     non_blocking = batch.input_ids.is_pinned()
+    flat = batch.flat_index
     return replace(
         batch,
         input_ids=batch.input_ids.to(device, non_blocking=non_blocking),
         attention_mask=batch.attention_mask.to(device, non_blocking=non_blocking),
+        flat_index=None if flat is None else flat.to(device, non_blocking=non_blocking),
     )
 
 

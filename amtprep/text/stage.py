@@ -74,6 +74,10 @@ def _metadata_text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def _batch_key(records: Sequence[Record]) -> tuple:
+    return tuple(r.idx for r in records)
+
+
 class TextStage:
     name = "text"
 
@@ -148,6 +152,10 @@ class TextStage:
             bf16_tokens = cfg.max_tokens_per_batch or CPU_MAX_TOKENS["bf16"]
             self._probe = (model, {**encoder_kwargs, "max_tokens": bf16_tokens})
         self.bf16_probe: dict | None = None
+        # the next batch encoded while the current one commits: on a GPU by default
+        self._prefetch_on = cfg.prefetch if cfg.prefetch is not None else self.plan.device == "cuda"
+        self._pool = None
+        self._pending: tuple[tuple, Any] | None = None
         self.dim = self.encoder.dim
         self._schema = text_schema(
             self.dim, cfg.pooling, cfg.embedding_dtype, self.schema_metadata()
@@ -214,10 +222,36 @@ class TextStage:
         applies it between batches, never under a running forward."""
         self._threads_wanted = max(1, int(threads))
 
+    def prefetch(self, records: Sequence[Record]) -> None:
+        """Start encoding the batch ``process`` will get next while the runner writes and
+        commits the current shard (on a GPU: the device never idles through a commit). Counts
+        are applied only when ``process`` takes the result, so work dropped at a stop is never
+        counted; nothing is committed here."""
+        if not self._prefetch_on:
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="amtprep-text-next")
+        self._pending = (_batch_key(records), self._pool.submit(self._compute, list(records)))
+
     def process(self, records: Sequence[Record]) -> pa.Table:
+        pending, self._pending = self._pending, None
+        computed = None
+        if pending is not None:
+            key, future = pending
+            result = future.result()  # raises what the work raised; no forward runs after this
+            if key == _batch_key(records):
+                computed = result
         if self._threads_wanted != self._threads:
             self._threads = self._threads_wanted
             torch.set_num_threads(self._threads)
+        table, counts = computed if computed is not None else self._compute(records)
+        self._count(*counts)
+        return table
+
+    def _compute(self, records: Sequence[Record]) -> tuple[pa.Table, tuple]:
+        """The batch's table and what ``_count`` adds for it (applied by ``process``)."""
         n = len(records)
         failures = [caption_failure(r, self.cfg.max_caption_chars) for r in records]
         todo = [i for i, failure in enumerate(failures) if failure is None]
@@ -235,8 +269,8 @@ class TextStage:
                 results[todo[k]] = entry
             if self._cache:
                 self._cache.set_many([captions[k] for k in misses], fresh)
-        self._count(failures, results, hits=len(todo) - len(misses), misses=len(misses))
-        return self._table(records, failures, results)
+        counts = (failures, results, len(todo) - len(misses), len(misses))
+        return self._table(records, failures, results), counts
 
     def _run_probe(self, captions: list[str]) -> None:
         model, kwargs = self._probe
@@ -275,7 +309,6 @@ class TextStage:
         self,
         failures: list[RecordFailure | None],
         results: list[CachedEmbedding | None],
-        *,
         hits: int,
         misses: int,
     ) -> None:
@@ -329,6 +362,9 @@ class TextStage:
         return dict(self._counts)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self._cache is not None:
             self._cache.close()
             self._cache = None

@@ -102,7 +102,8 @@ def test_cpu_batches_are_bounded_by_tokens_by_default():
 
     assert default_max_tokens(ComputePlan("cpu", "fp32", autocast=False)) == 2048
     assert default_max_tokens(ComputePlan("cpu", "bf16", autocast=True)) == 4096
-    assert default_max_tokens(ComputePlan("cuda", "bf16", autocast=False)) is None
+    assert default_max_tokens(ComputePlan("cuda", "bf16", autocast=False)) == 65_536
+    assert default_model_batch_size("cuda") * 32 >= 65_536  # the budget binds on GPUs too
     # the caption cap is loose enough that the budget cuts batches of ~65-token captions
     assert default_model_batch_size("cpu") * 65 > max(CPU_MAX_TOKENS.values())
 

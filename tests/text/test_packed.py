@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import AutoModel, AutoTokenizer, RobertaConfig, RobertaModel
 
 from amtprep.text.device import cpu_bf16_supported
 from amtprep.text.packed import PackedBert, onednn_linear_available
+from amtprep.text.pipeline import real_token_index
 
 from .conftest import CAPTIONS
 
@@ -210,3 +213,91 @@ def test_stage_vectors_equal_the_plain_forward_for_any_batching_and_order(
     random.Random(batch_size).shuffle(order)
     table = stage.process(make_records([CAPTIONS[i] for i in order]))
     np.testing.assert_allclose(embedding_matrix(table), plain_reference[order], atol=1e-5, rtol=0)
+
+
+# -- issue 13: no host sync in the packed forward, and a fallback when internals move ---------
+
+
+class _Ops(TorchDispatchMode):
+    """Every aten op that runs inside the block, by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+SYNC_OPS = ("aten.nonzero", "aten._local_scalar_dense", "aten.is_nonzero", "aten.item")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_host_index_is_what_nonzero_gives(seed):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 40, rng.integers(1, 12)).astype(np.int32)
+    width = int(lengths.max()) + int(rng.integers(0, 5))
+    mask = torch.zeros(len(lengths), width, dtype=torch.int64)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = 1
+    expected = mask.reshape(-1).nonzero().squeeze(1).numpy()
+    np.testing.assert_array_equal(real_token_index(lengths, width), expected)
+
+
+def test_the_packed_forward_makes_no_host_sync_with_the_host_index(model_and_batch):
+    model, batch = model_and_batch
+    mask = batch["attention_mask"]
+    flat = torch.from_numpy(real_token_index(mask.sum(1).numpy(), mask.shape[1]))
+    packed = PackedBert(model)
+    with torch.inference_mode():
+        reference = packed(batch["input_ids"], mask)
+        with _Ops() as ops:
+            got = packed(batch["input_ids"], mask, flat)
+    assert not [n for n in ops.names if n.startswith(SYNC_OPS)], ops.names
+    with torch.inference_mode(), _Ops() as ops:
+        packed(batch["input_ids"], mask)  # the fallback path does sync: the check can fail
+    assert any(n.startswith("aten.nonzero") for n in ops.names)
+    torch.testing.assert_close(got, reference, atol=0, rtol=0)
+
+
+def test_encoder_batches_carry_the_host_index_and_vectors_are_unchanged(tiny_bert):
+    from amtprep.config import TextConfig
+    from amtprep.text import TextStage
+
+    stage = TextStage(TextConfig(model=str(tiny_bert)))
+    calls = []
+    real_call = type(stage.encoder._packed).__call__
+
+    def spy(self, input_ids, attention_mask, flat_index=None):
+        calls.append(flat_index is not None)
+        return real_call(self, input_ids, attention_mask, flat_index)
+
+    type(stage.encoder._packed).__call__ = spy
+    try:
+        stage.encoder.encode(CAPTIONS)
+    finally:
+        type(stage.encoder._packed).__call__ = real_call
+    assert calls and all(calls)
+
+
+def test_a_renamed_internal_falls_back_to_the_plain_forward(model_and_batch, monkeypatch, caplog):
+    import logging
+
+    from amtprep.text import encoder as encoder_module
+    from amtprep.text.device import ComputePlan
+
+    model, _ = model_and_batch
+
+    def renamed(*args, **kwargs):
+        raise AttributeError("'BertSelfAttention' object has no attribute 'query'")
+
+    monkeypatch.setattr(encoder_module.PackedBert, "__init__", renamed)
+    tokenizer = AutoTokenizer.from_pretrained(model.name_or_path, local_files_only=True)
+    with caplog.at_level(logging.WARNING, logger="amtprep.text.encoder"):
+        enc = encoder_module.Encoder(
+            model, tokenizer, plan=ComputePlan("cpu", "fp32", False), pooling="mean",
+            normalize=True, max_length=128, batch_size=8, sort_window=2,
+        )  # fmt: skip
+    assert not enc.packed and "packed forward unavailable" in caplog.text
+    assert enc.encode(CAPTIONS).vectors.shape == (len(CAPTIONS), model.config.hidden_size)
