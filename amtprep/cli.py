@@ -222,6 +222,15 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
         action="store_true",
         help="write <output_dir>/partial/ with what is done when the run stops",
     )
+    _add(
+        g,
+        "save_partial_every",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="while running, refresh <output_dir>/partial/ every N committed batches (each "
+        "refresh merges what is committed; also see `amtprep partial`)",
+    )
     _add(g, "retry_failed", action="store_true", help="re-run records that failed before")
     _add(
         g,
@@ -441,6 +450,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         checkpoint_interval=args.checkpoint_interval,
         force_restart=args.force_restart,
         save_partial=args.save_partial,
+        save_partial_every=args.save_partial_every,
         overlap_stages=args.overlap_stages,
         retry_failed=args.retry_failed,
         midi_checkpoint=args.midi_checkpoint,
@@ -498,6 +508,11 @@ def main(
     parser = build_parser(prog)
     if default_mode is not None:
         parser.set_defaults(mode=default_mode)
+    if argv and argv[0] == "partial" and prog == "amtprep":
+        from amtprep.snapshot import partial_main
+
+        setup_logging("warning", None)
+        return partial_main(argv[1:])
     if argv and argv[0] == "status" and prog == "amtprep":
         try:
             return status_main(argv[1:])

@@ -90,6 +90,7 @@ class RunConfig:
     )
     force_restart: bool = False
     save_partial: bool = False
+    save_partial_every: int | None = None  # refresh partial/ every N committed batches
     retry_failed: bool = False
     overlap_stages: bool = False  # MIDI and text stages at once (each its own commits)
     midi_checkpoint: Path | None = None  # None: <output_dir>/midi_checkpoint.json

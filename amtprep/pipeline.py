@@ -460,20 +460,45 @@ def _run_stages(cfg, source, stores, input_fp, total, stop, summary, early=None)
             log.info("%s stage: complete (%d records), nothing to do", name, store.processed)
             continue
         todo.append((name, request))
-    if cfg.overlap_stages and cfg.executor == "local" and [n for n, _ in todo] == list(WORK_STAGES):
+    overlap = cfg.overlap_stages and not cfg.save_partial_every  # refreshes read both stores
+    if cfg.overlap_stages and not overlap:
+        log.warning("--save_partial_every runs the stages one after the other (not overlapped)")
+    if overlap and cfg.executor == "local" and [n for n, _ in todo] == list(WORK_STAGES):
         _run_overlapped(cfg, source, stores, input_fp, total, stop, summary, early, dict(todo))
         return
+    refresh = _partial_refresher(cfg, source, stores, total, summary)
     for name, request in todo:
         if stop.requested:
             break
         stage = early.pop(name, None) or _build_stage(name, cfg)
         try:
-            with _imports_for(name):
+            with _imports_for(name) if refresh is None else contextlib.nullcontext():
                 summary.results[name] = _run_stage(
-                    cfg, source, stage, stores[name], input_fp, total, stop, request
+                    cfg, source, stage, stores[name], input_fp, total, stop, request, refresh
                 )
         finally:
             stage.close()
+
+
+def _partial_refresher(cfg, source, stores, total, summary):
+    """``--save_partial_every N``: after every N-th committed batch, partial/ is merged again
+    from what is committed (in this thread, between batches); a refresh that fails is logged,
+    never a reason to stop the run."""
+    every = cfg.save_partial_every
+    if not every:
+        return None
+    count = [0]
+
+    def refresh() -> None:
+        count[0] += 1
+        if count[0] % every:
+            return
+        try:
+            _merge(cfg, source, stores, total, "partial", summary)
+        except Exception as exc:
+            log.warning("--save_partial_every: partial/ not refreshed this time: %s", exc)
+
+    return refresh
 
 
 def _text_threads(cfg: RunConfig) -> int:
@@ -540,7 +565,9 @@ def _imports_for(stage: str):
     return without_pandas() if stage == "midi" else contextlib.nullcontext()
 
 
-def _run_stage(cfg, source, stage, store, input_fp, total, stop, request) -> StageResult:
+def _run_stage(
+    cfg, source, stage, store, input_fp, total, stop, request, after_commit=None
+) -> StageResult:
     name = stage.name
     check_identity(store, input_fp, stage.fingerprint())
     save_stage_artifacts(stage, store.shard_dir)
@@ -552,6 +579,7 @@ def _run_stage(cfg, source, stage, store, input_fp, total, stop, request) -> Sta
         stop=stop,
         progress=cfg.progress,
         request=request,
+        after_commit=after_commit,
     )
     if cfg.executor == "ray":
         runner = _ray_runner(cfg, stage, store, kwargs)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,7 +106,11 @@ class StageRunner:
         stop: StopFlag | None = None,
         progress: bool = False,
         request: dict[str, Any] | None = None,
+        after_commit: Callable[[], None] | None = None,
     ) -> None:
+        """``after_commit``: called after each committed batch, between batches (e.g.
+        ``--save_partial_every``); what it does is outside the commit protocol."""
+        self.after_commit = after_commit
         self.stage = stage
         self.store = store
         self.total_files = total_files
@@ -280,6 +284,8 @@ class StageRunner:
             self.store.save_summary(self._batch_info(result, t_run, last_dt))
             self._since_save = 0
         self._report(bar, entry.rows, result, t_run, last_dt)
+        if self.after_commit is not None:
+            self.after_commit()
         batch_delay()
         return last_dt
 
