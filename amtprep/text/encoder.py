@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from amtprep.text.device import ComputePlan
+from amtprep.text.light import LightBert
 from amtprep.text.packed import PackedBert
 from amtprep.text.pipeline import ModelBatch, iter_model_batches, prefetch, to_device
 
@@ -85,7 +86,7 @@ class Encoder:
         self.model_batches = 0
         # Weights are shared with ``model``; build after any device/dtype cast of the model.
         self._packed = None
-        light = bool(getattr(model, "architecture", None))  # light.LightBert: no forward of its own
+        light = isinstance(model, LightBert)  # tensors only, no forward of its own
         if packed and PackedBert.supports(model):
             try:
                 self._packed = PackedBert(model, matmul_dtype=self._autocast_dtype())

@@ -116,7 +116,9 @@ class TextStage:
         torch.set_num_threads(self._threads)
         model, tokenizer = load_model(self.source, self.plan, self.family, config)
         check_pooling(cfg.pooling, self.family, tokenizer)
-        self.architecture = getattr(model, "architecture", type(model).__name__)
+        self.architecture = (
+            LightBert.architecture if isinstance(model, LightBert) else type(model).__name__
+        )
         self.max_length = resolve_max_length(
             cfg.max_length,
             self.family,
