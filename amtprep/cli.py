@@ -200,8 +200,16 @@ def build_parser(prog: str = "amtprep") -> argparse.ArgumentParser:
         g,
         "batch_size",
         type=_positive_int,
-        default=256,
+        default=None,
         help="records per batch and shard (default 256)",
+    )
+    _add(
+        g,
+        "text_batch_size",
+        type=_positive_int,
+        default=None,
+        help="the text stage's records per batch and shard (default: --batch_size; 4096 when "
+        "the text model runs on a GPU and --batch_size is not given)",
     )
     _add(
         g,
@@ -446,7 +454,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         ),
         mode=args.mode,
         stages=args.stages,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or 256,
+        text_batch_size=args.text_batch_size,
+        batch_size_given=args.batch_size is not None,
         checkpoint_interval=args.checkpoint_interval,
         force_restart=args.force_restart,
         save_partial=args.save_partial,

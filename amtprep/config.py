@@ -85,6 +85,10 @@ class RunConfig:
     batch_size: int = (
         256  # records per shard and per stage call; larger batches sort captions better
     )
+    # the text stage's records per batch and shard; None: batch_size, or 4096 on a GPU when
+    # batch_size was not given (a GPU needs thousands of records per unit of work, issue 13)
+    text_batch_size: int | None = None
+    batch_size_given: bool = True
     checkpoint_interval: int = (
         1  # batches between checkpoint saves (shards are committed each batch)
     )

@@ -565,6 +565,23 @@ def _imports_for(stage: str):
     return without_pandas() if stage == "midi" else contextlib.nullcontext()
 
 
+GPU_TEXT_BATCH = 4096  # records per text batch on a GPU: ~4 model batches of ~1,000 captions
+
+
+def _batch_size(cfg: RunConfig, stage) -> int:
+    """Records per batch for ``stage``: ``--text_batch_size`` for the text stage if given; on a
+    GPU, when no ``--batch_size`` was given either, ``GPU_TEXT_BATCH`` (a 256-record batch is
+    ~0.25 ms of work for an H200 between two commits); else ``--batch_size``."""
+    if stage.name != "text":
+        return cfg.batch_size
+    if cfg.text_batch_size:
+        return cfg.text_batch_size
+    plan = getattr(stage, "plan", None)
+    if plan is not None and plan.device == "cuda" and not cfg.batch_size_given:
+        return GPU_TEXT_BATCH
+    return cfg.batch_size
+
+
 def _run_stage(
     cfg, source, stage, store, input_fp, total, stop, request, after_commit=None
 ) -> StageResult:
@@ -574,7 +591,7 @@ def _run_stage(
     kwargs = dict(
         total_files=total,
         input_fp=dict((store.identity or {}).get("input") or input_fp),
-        batch_size=cfg.batch_size,
+        batch_size=_batch_size(cfg, stage),
         checkpoint_interval=cfg.checkpoint_interval,
         stop=stop,
         progress=cfg.progress,

@@ -96,3 +96,30 @@ def test_an_error_in_one_stage_stops_the_other_and_is_reported(module_corpus, tm
     err = capsys.readouterr().err
     assert code != 0 and "no-such-model" in err and "Traceback" not in err
     assert not (out / "final").exists()
+
+
+def test_a_text_batch_size_of_its_own_gives_the_same_output(module_corpus, tiny_bert, tmp_path):
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    assert main([*run_args(module_corpus, ref, tiny_bert), "--batch_size", "4"]) == 0
+    assert main([*run_args(module_corpus, out, tiny_bert), "--batch_size", "4",
+                 "--text_batch_size", "11"]) == 0  # fmt: skip
+    assert_same_output(ref, out, atol=0.0)
+    assert len(list((out / "text").glob("part-*.parquet"))) == 3  # 30 records in 11s
+    assert len(list((out / "midi").glob("part-*.parquet"))) == 8
+
+
+def test_the_text_stage_takes_thousands_of_records_per_batch_on_a_gpu():
+    from types import SimpleNamespace
+
+    from amtprep.text.device import ComputePlan
+
+    gpu = SimpleNamespace(name="text", plan=ComputePlan("cuda", "bf16", False))
+    cpu = SimpleNamespace(name="text", plan=ComputePlan("cpu", "fp32", False))
+    midi = SimpleNamespace(name="midi")
+    default = RunConfig(Path("i"), Path("o"), batch_size_given=False)
+    assert pipeline._batch_size(default, gpu) == pipeline.GPU_TEXT_BATCH
+    assert pipeline._batch_size(default, cpu) == 256 == pipeline._batch_size(default, midi)
+    given = RunConfig(Path("i"), Path("o"), batch_size=64, batch_size_given=True)
+    assert pipeline._batch_size(given, gpu) == 64  # an explicit --batch_size is kept
+    own = RunConfig(Path("i"), Path("o"), text_batch_size=512)
+    assert pipeline._batch_size(own, gpu) == 512 == pipeline._batch_size(own, cpu)
