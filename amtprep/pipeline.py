@@ -472,6 +472,7 @@ def _run_stages(cfg, source, stores, input_fp, total, stop, summary, early=None)
             break
         stage = early.pop(name, None) or _build_stage(name, cfg)
         try:
+            # a partial refresh merges (pyarrow imports pandas) inside the MIDI stage too
             with _imports_for(name) if refresh is None else contextlib.nullcontext():
                 summary.results[name] = _run_stage(
                     cfg, source, stage, stores[name], input_fp, total, stop, request, refresh

@@ -185,7 +185,7 @@ def _histogram(values: np.ndarray, title: str, xlabel: str, integer: bool, unit:
         xlabel=xlabel,
         ylabel="files",
         colors=COLOR,
-        vline=(median, "median", ACCENT),
+        vline=(median, ACCENT),
         legend=legend,
     ).encode()
 
@@ -392,7 +392,7 @@ def write_report(
     final_files: list[Path],
     failures_file: Path | None,
     leakage_file: Path | None = None,
-) -> Path | None:
+) -> Path:
     """Write ``<output_dir>/report.html`` and return its path.
 
     Columns missing from the final files are skipped, not errors. Raises ``OSError`` when the

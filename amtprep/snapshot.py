@@ -30,10 +30,7 @@ ATTEMPTS = 5
 
 def _read_only_store(stage: str, output_dir: Path) -> StageStore:
     store = StageStore(stage, output_dir / stage, output_dir / f"{stage}_checkpoint.json")
-    if store.log.path.exists():
-        for body in store.log.read().entries:
-            store._replay(body)
-    store._recompute()
+    store.replay_read_only()
     return store
 
 

@@ -81,13 +81,13 @@ def column_chart(
     edges: Sequence[float] | None = None,
     labels: Sequence[str] | None = None,
     colors: Sequence[str] | str = "#3a6ea5",
-    vline: tuple[float, str, str] | None = None,
+    vline: tuple[float, str] | None = None,
     legend: Sequence[tuple[str, str, str]] = (),
     width: int = 700,
     height: int = 360,
 ) -> str:
     """Vertical bars: a histogram (``edges``, len(heights) + 1 numbers) or one bar per label.
-    ``vline`` is (x, label, color) on a histogram's axis, drawn dashed and put in the legend."""
+    ``vline`` is (x, color) on a histogram's axis, drawn dashed (name it in ``legend``)."""
     n = len(heights)
     rotate = labels is not None and (n > 6 or max((len(s) for s in labels), default=0) > 8)
     left, right, top = 60, 20, 50 if legend else 34
@@ -126,7 +126,7 @@ def column_chart(
             body.append(_text(x_of(tick), top + plot_h + 16, _num(round(tick, 10)), 10))
             tick += step
         if vline is not None:
-            x, _, color = vline
+            x, color = vline
             body.append(
                 f"<line x1='{x_of(x):.1f}' x2='{x_of(x):.1f}' y1='{top}' y2='{top + plot_h}' "
                 f"stroke='{color}' stroke-width='1.5' stroke-dasharray='5 4'/>"

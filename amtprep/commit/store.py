@@ -136,6 +136,15 @@ class StageStore:
         return {"entries": self.seq, "crc": self.last_crc}
 
     # -- start-up ---------------------------------------------------------------------------
+    def replay_read_only(self) -> None:
+        """Load what the commit log says is committed, for a reader beside the writer
+        (``amtprep partial``): no recovery, nothing cut, moved or written; a torn last line (one
+        being written) is left out."""
+        if self.log.exists():
+            for body in self.log.read().entries:
+                self._replay(body)
+        self._recompute()
+
     def recover(self) -> Recovery:
         """Reconcile the log with the shard files; never raises for damaged state."""
         self.shard_dir.mkdir(parents=True, exist_ok=True)

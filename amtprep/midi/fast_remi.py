@@ -10,8 +10,8 @@ and each string into an id. The score preprocessing (resampling, quantising velo
 durations and tempos, merging tracks, removing duplicates) is a few percent of it and runs in
 symusic's C++. So this module calls miditok's own ``preprocess_score`` unchanged and replaces
 only what follows: the events as id arrays (numpy), one stable sort by time, and REMI's
-time-event state machine run once per distinct time (not per event), with the same Bar,
-TimeSig and Position rules.
+time-event state machine with the same Bar, TimeSig and Position rules, done as arrays between
+two TimeSig events (one by one only at those).
 
 Where it applies: an untrained ``miditok.REMI`` (the class itself, not a subclass) of miditok
 3.0.3 (the version the code below was read from and is tested against, text2midi's pin), with
@@ -158,7 +158,7 @@ class FastREMI:
         if self.use_ts:
             for ts in score.time_signatures:
                 times.append(ts.time)
-                ids.append(self._id(f"TimeSig_{ts.numerator}/{ts.denominator}"))
+                ids.append(self._ts_id(ts.numerator, ts.denominator))
                 sigs.append((ts.numerator, ts.denominator))
         if self.use_tempos:
             for tempo in score.tempos:
@@ -290,12 +290,7 @@ class FastREMI:
         )
         # the position is taken from the last bar start written, which the formula above
         # gives once a bar has started in this stretch
-        position = (t - tick_at_bar) // st.tppos
-        if position.min() < 0 or position.max() >= self.position.size:
-            raise _Unsupported
-        pos_ids = self.position[position]
-        if pos_ids.min() < 0:
-            raise _Unsupported
+        pos_ids = _lookup(self.position, (t - tick_at_bar) // st.tppos)
         per_bar = 2 if self.use_ts else 1
         prefix = new_bars * per_bar + 1
         total = int(prefix.sum()) + ids.size
@@ -343,12 +338,14 @@ class FastREMI:
         return np.array(out, np.int64)
 
     def _bar_and_pos(self, num: int, den: int, tpq: int) -> tuple[int, int]:
-        # miditok.utils compute_ticks_per_beat / compute_ticks_per_bar
-        tpb = tpq if den == 4 else int(tpq * (4 / den))
+        """Ticks per bar and per position, as remi.py computes them."""
+        from miditok.utils import compute_ticks_per_beat
+
+        tpb = compute_ticks_per_beat(den, tpq)
         tppos = tpb // self.pos_per_beat
         if tppos <= 0:
-            raise _Unsupported
-        return int(tpb * num), tppos
+            raise _Unsupported  # miditok divides by it: let it raise
+        return int(tpb * num), tppos  # compute_ticks_per_bar
 
     def _ts_id(self, num: int, den: int) -> int:
         return self._id(f"TimeSig_{num}/{den}")

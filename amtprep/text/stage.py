@@ -116,9 +116,8 @@ class TextStage:
         torch.set_num_threads(self._threads)
         model, tokenizer = load_model(self.source, self.plan, self.family, config)
         check_pooling(cfg.pooling, self.family, tokenizer)
-        self.architecture = (
-            LightBert.architecture if isinstance(model, LightBert) else type(model).__name__
-        )
+        light = isinstance(model, LightBert)
+        self.architecture = LightBert.architecture if light else type(model).__name__
         self.max_length = resolve_max_length(
             cfg.max_length,
             self.family,
@@ -171,7 +170,7 @@ class TextStage:
         self.device_info = {
             **device_info(self.plan),
             "packed_forward": self.encoder.packed,
-            "loader": "light" if isinstance(model, LightBert) else "transformers",
+            "loader": "light" if light else "transformers",
         }
         log.info(
             "text model %s (%s, sha256 %s) on %s, pooling=%s, max_length=%d, normalize=%s",
